@@ -1,0 +1,89 @@
+"""From a queued job to bytes on the wire: shared by every dialect."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+from typing import Callable, Iterator
+
+import numpy as np
+from flask import request as http_request
+
+from sesame_server.api.errors import APIError
+from sesame_server.audio.formats import OutputFormat
+from sesame_server.audio.pipeline import AudioPipeline
+from sesame_server.backends.base import BackendError
+from sesame_server.engine.engine import Engine, EngineStopped, QueueFull
+from sesame_server.engine.job import Job
+from sesame_server.engine.request import SpeechRequest
+
+log = logging.getLogger(__name__)
+
+
+def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.ndarray]]:
+    """Queue the request and wait for its first PCM block.
+
+    Waiting here, before any header is sent, lets a failure that happens before audio
+    (queue full, model failed to load) still become a proper error response.
+    """
+    try:
+        job = engine.submit(speech)
+    except QueueFull as exc:
+        raise APIError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except EngineStopped as exc:
+        raise APIError(503, str(exc)) from None
+    client_gone: Callable[[], bool] = http_request.environ.get("waitress.client_disconnected", lambda: False)
+    blocks = job.blocks(client_gone)
+    try:
+        first = next(blocks)
+    except StopIteration:
+        return job, iter(())
+    except BackendError as exc:
+        raise APIError(503, f"Speech generation is unavailable: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - never a traceback to the client
+        log.exception("Generation failed before the first audio (request %s)", speech.request_id)
+        raise APIError(500, f"Speech generation failed: {exc.__class__.__name__}") from None
+    return job, itertools.chain([first], blocks)
+
+
+def encoded_chunks(
+    job: Job,
+    blocks: Iterator[np.ndarray],
+    pipeline: AudioPipeline,
+    chunk_size: int,
+) -> Iterator[bytes]:
+    """Encoded audio as soon as the encoder has it, in pieces of at most chunk_size bytes."""
+    try:
+        for block in blocks:
+            yield from _split(pipeline.feed(block), chunk_size)
+        yield from _split(pipeline.finish(), chunk_size)
+    except Exception:  # noqa: BLE001 - headers are gone; end the stream, keep the server
+        log.exception("Streaming failed mid-response (request %s)", job.request.request_id)
+    finally:
+        job.cancel.set()  # no-op once finished; stops generation when the client left
+
+
+def _split(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def sse_events(chunks: Iterator[bytes], usage: Callable[[], dict]) -> Iterator[bytes]:
+    """OpenAI's speech SSE: one delta event per audio chunk, then one done event."""
+    try:
+        for chunk in chunks:
+            event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode("ascii")}
+            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+        done = {"type": "speech.audio.done", "usage": usage()}
+        yield f"data: {json.dumps(done, separators=(',', ':'))}\n\n".encode()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+
+
+def pipeline_for(engine: Engine, fmt: OutputFormat, speed: float, *, streaming: bool) -> AudioPipeline:
+    backend = engine.backend
+    return AudioPipeline(backend.sample_rate, fmt, speed=1.0 if backend.native_speed else speed, streaming=streaming)

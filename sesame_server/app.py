@@ -1,0 +1,74 @@
+"""The Flask app factory, and init_app() to mount the speech API on an existing app."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from sesame_server.api import openai, system
+from sesame_server.api.errors import APIError, render
+from sesame_server.backends import Backend, create_backend
+from sesame_server.config import Settings, load_settings
+from sesame_server.engine.engine import Engine
+from sesame_server.runtime import EXTENSION, Runtime, request_id
+from sesame_server.voices.catalogue import VoiceCatalogue
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None, start: bool = True) -> Flask:
+    """A Flask app serving the speech API; settings default to the environment (+ .env)."""
+    app = Flask(__name__)
+    init_app(app, settings, backend=backend, start=start)
+    return app
+
+
+def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend | None = None,
+             start: bool = True) -> Runtime:
+    """Register the blueprints and the engine on `app` (which may be someone else's)."""
+    settings = settings or load_settings()
+    backend = backend or create_backend(settings)
+    engine = Engine(
+        backend,
+        max_queue_depth=settings.max_queue_depth,
+        warmup=settings.warmup_on_start,
+        idle_unload_minutes=settings.idle_unload_minutes,
+    )
+    rt = Runtime(settings=settings, engine=engine, catalogue=VoiceCatalogue(backend.voices(), settings.default_voice))
+    app.extensions[EXTENSION] = rt
+    app.register_blueprint(openai.bp)
+    app.register_blueprint(system.bp)
+    app.after_request(_add_request_id)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(APIError, _api_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    if start:
+        engine.start()
+    return rt
+
+
+def _add_request_id(response: Response) -> Response:
+    rid = request_id()
+    response.headers["x-request-id"] = rid
+    response.headers["request-id"] = rid
+    return response
+
+
+def _api_error(error: APIError) -> Response:
+    return render(error, request.path)
+
+
+def _http_error(error: HTTPException) -> Response:
+    message = error.description or error.name
+    if error.code == 404:
+        message = f"Unknown route: {request.method} {request.path}"
+    elif error.code == 405:
+        message = f"Method {request.method} is not allowed on {request.path}"
+    return render(APIError(error.code or 500, message), request.path)
+
+
+def _unexpected_error(error: Exception) -> Response:
+    log.exception("Unhandled error on %s %s", request.method, request.path)
+    return render(APIError(500, f"Internal server error ({error.__class__.__name__}); see the server log."), request.path)

@@ -1,0 +1,212 @@
+"""sesame-tts: serve | say | voices | bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sesame_server import __version__
+from sesame_server.config import Settings, SettingsError, load_settings
+
+log = logging.getLogger("sesame_server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"sesame-tts: {exc}", file=sys.stderr)
+        return 2
+    from sesame_server.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    try:
+        return args.run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except _Failure as exc:
+        print(f"sesame-tts: {exc}", file=sys.stderr)
+        return 1
+
+
+class _Failure(Exception):
+    """A failure with a message for the user (no traceback)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sesame-tts", description="Local OpenAI/ElevenLabs-compatible TTS server.")
+    parser.add_argument("--version", action="version", version=f"sesame-tts {__version__}")
+    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: ./.env if present)")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="interface to listen on (HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (PORT; default 8880)")
+    _backend_options(serve)
+    serve.set_defaults(run=_serve)
+
+    say = sub.add_parser("say", help="synthesize text to a file without a server")
+    say.add_argument("text")
+    say.add_argument("-o", "--output", required=True, help="output file, e.g. out.mp3")
+    say.add_argument("--voice")
+    say.add_argument("--format", help="mp3 opus aac flac wav pcm, or an ElevenLabs output_format (default: from -o)")
+    say.add_argument("--speed", type=float, default=1.0)
+    _backend_options(say)
+    say.set_defaults(run=_say)
+
+    voices = sub.add_parser("voices", help="list the voices")
+    _backend_options(voices)
+    voices.set_defaults(run=_voices)
+
+    bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop")
+    try:
+        from sesame_server import bench as bench_module
+    except ImportError:
+        bench_module = None
+    if bench_module is not None:
+        bench_module.add_arguments(bench)
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "csm", "piper"), help="BACKEND (default auto)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="serve CSM on random weights (noise; for demos, tooling and benchmarks)")
+    parser.add_argument("--flavor", choices=("tiny", "small", "full"), default=None,
+                        help="size of the random weights (default tiny)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(env_file=args.env_file)
+    changes = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        changes["port"] = args.port
+    if getattr(args, "backend", None):
+        changes["backend"] = args.backend
+    if getattr(args, "random_weights", False) or getattr(args, "flavor", None):
+        changes["random_weights"] = getattr(args, "flavor", None) or settings.random_weights or "tiny"
+    return settings.replace(**changes) if changes else settings
+
+
+def _make_backend(settings: Settings):
+    from sesame_server.backends import BackendError, create_backend
+
+    try:
+        return create_backend(settings)
+    except BackendError as exc:
+        raise _Failure(str(exc)) from None
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from sesame_server.app import create_app
+    from sesame_server.runtime import EXTENSION
+    from sesame_server.server import PortInUse, make_server, warn_if_exposed
+
+    warn_if_exposed(settings)
+    app = create_app(settings, backend=_make_backend(settings))
+    engine = app.extensions[EXTENSION].engine
+    try:
+        server = make_server(app, settings.host, settings.port, settings.threads)
+    except PortInUse as exc:
+        engine.stop()
+        raise _Failure(str(exc)) from None
+    log.info("Sesame TTS (%s backend) listening on http://%s:%s", engine.backend.name, settings.host,
+             server.effective_port)
+
+    def shutdown(signum, frame):  # noqa: ARG001
+        log.info("Shutting down")
+        threading.Thread(target=server.close, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.stop()
+    return 0
+
+
+def _say(args: argparse.Namespace, settings: Settings) -> int:
+    from sesame_server.audio.formats import UnsupportedFormat, elevenlabs_format, openai_format
+    from sesame_server.audio.pipeline import AudioPipeline
+    from sesame_server.engine.engine import Engine
+    from sesame_server.engine.request import SpeechRequest
+    from sesame_server.engine.text import split_sentences
+    from sesame_server.runtime import new_request_id
+    from sesame_server.voices.catalogue import VoiceCatalogue, VoiceNotFound
+
+    name = args.format or Path(args.output).suffix.lstrip(".").lower() or settings.default_format
+    try:
+        fmt = openai_format(name)
+    except UnsupportedFormat:
+        try:
+            fmt = elevenlabs_format(name)
+        except UnsupportedFormat as exc:
+            raise _Failure(str(exc)) from None
+    if not 0.25 <= args.speed <= 4.0:
+        raise _Failure("--speed must be between 0.25 and 4.0")
+    backend = _make_backend(settings.replace(warmup_on_start=False))
+    catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
+    try:
+        voice = catalogue.resolve(args.voice) if args.voice else catalogue.default
+    except VoiceNotFound as exc:
+        raise _Failure(str(exc)) from None
+    engine = Engine(backend, warmup=False).start()
+    try:
+        speech = SpeechRequest(text=args.text, sentences=tuple(split_sentences(args.text)), voice=voice.id,
+                               request_id=new_request_id(), speed=args.speed)
+        job = engine.submit(speech)
+        pipeline = None
+        with open(args.output, "wb") as out:
+            for block in job.blocks():
+                if pipeline is None:
+                    speed = 1.0 if backend.native_speed else args.speed
+                    pipeline = AudioPipeline(backend.sample_rate, fmt, speed=speed, streaming=False)
+                out.write(pipeline.feed(block))
+            if pipeline is not None:
+                out.write(pipeline.finish())
+    except Exception as exc:  # noqa: BLE001 - a message, not a traceback
+        raise _Failure(f"synthesis failed: {exc}") from None
+    finally:
+        engine.stop()
+    print(f"Wrote {job.audio_seconds:.2f} s of {fmt.name} audio ({voice.id}) to {args.output}")
+    return 0
+
+
+def _voices(args: argparse.Namespace, settings: Settings) -> int:
+    from sesame_server.voices.catalogue import OPENAI_VOICES, VoiceCatalogue
+
+    backend = _make_backend(settings)
+    catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
+    print(f"Voices of the {backend.name} backend:")
+    for voice in catalogue:
+        default = "  (default)" if voice.id == catalogue.default.id else ""
+        print(f"  {voice.id:<20} {voice.name}{default}")
+    print("OpenAI voice names map to: " + ", ".join(f"{n}→{catalogue.resolve(n).id}" for n in sorted(OPENAI_VOICES)))
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from sesame_server import bench
+    except ImportError as exc:
+        raise _Failure(f"bench needs the csm extra ({exc.name} missing): pip install -e '.[csm]'") from None
+    bench.run(args, settings)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

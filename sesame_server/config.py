@@ -1,0 +1,140 @@
+"""Settings: read once from the environment and an optional .env, then frozen.
+
+Every tunable lives in the table below with its default and why; nothing else in the
+package reads os.environ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from environs import Env, EnvError
+from marshmallow.validate import OneOf, Range
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Server. Loopback by default: there is no auth unless API_KEY is set.
+    host: str = "127.0.0.1"
+    port: int = 8880
+    log_level: str = "INFO"
+    threads: int = 8  # waitress worker threads: streaming responses each hold one
+    api_key: str | None = None  # when set, required on every API route
+
+    # Model
+    backend: str = "auto"  # auto | csm | piper
+    model_id: str = "mlx-community/csm-1b"
+    model_path: Path | None = None  # a local directory: fully offline
+    mimi_id: str = "kyutai/moshiko-pytorch-bf16"
+    tokenizer_id: str = "unsloth/Llama-3.2-1B"
+    cache_dir: Path = Path("~/.cache/sesame-tts").expanduser()
+    hf_token: str | None = None
+    quantize: str = "none"  # none | 8 | 4
+    random_weights: str | None = None  # tiny | small | full: csm on random weights (noise)
+
+    # Defaults
+    default_voice: str = "conversational_b"
+    default_format: str = "mp3"  # OpenAI response_format when the body has none
+    default_output_format: str = "mp3_44100_128"  # ElevenLabs output_format default
+    max_input_length: int = 4096
+
+    # Streaming
+    stream_buffer_frames: int = 1  # frames generated before the first audio leaves
+    stream_chunk_size: int = 4096  # bytes per chunk on the wire (at most)
+
+    # Conversation memory
+    context_enabled: bool = True
+    context_max_turns: int = 10
+    context_max_seconds: float = 60.0
+    context_session_gap_seconds: float = 60.0
+
+    # Performance
+    warmup_on_start: bool = True
+    max_queue_depth: int = 3  # jobs waiting beyond this get 429
+    idle_unload_minutes: float = 0.0  # 0 = never unload
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def voices_dir(self) -> Path:
+        return self.cache_dir / "voices"
+
+
+_BACKENDS = ("auto", "csm", "piper")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Read Settings from `environ` (default os.environ) and `env_file` if it exists.
+
+    Raises SettingsError naming the key when a value is invalid.
+    """
+    if environ is None:
+        if env_file and Path(env_file).is_file():
+            Env().read_env(str(env_file), override=False)
+        environ = os.environ
+    env = Env(eager=False)
+    # environs reads os.environ; point it at the mapping we were given.
+    env._environ = dict(environ)  # noqa: SLF001 - no public hook for a custom mapping
+    d = Settings()
+    values = dict(
+        host=env.str("HOST", d.host),
+        port=env.int("PORT", d.port, validate=Range(min=0, max=65535)),
+        log_level=env.str("LOG_LEVEL", d.log_level, validate=lambda v: v.upper() in _LEVELS),
+        threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
+        api_key=env.str("API_KEY", None) or None,
+        backend=env.str("BACKEND", d.backend, validate=OneOf(_BACKENDS)),
+        model_id=env.str("MODEL_ID", d.model_id),
+        model_path=env.path("MODEL_PATH", None),
+        mimi_id=env.str("MIMI_ID", d.mimi_id),
+        tokenizer_id=env.str("TOKENIZER_ID", d.tokenizer_id),
+        cache_dir=env.path("CACHE_DIR", str(d.cache_dir)),
+        hf_token=env.str("HF_TOKEN", None) or None,
+        quantize=env.str("QUANTIZE", d.quantize, validate=OneOf(("none", "8", "4"))),
+        random_weights=env.str("RANDOM_WEIGHTS", None, validate=lambda v: v in ("", "tiny", "small", "full")) or None,
+        default_voice=env.str("DEFAULT_VOICE", d.default_voice),
+        default_format=env.str("DEFAULT_FORMAT", d.default_format,
+                               validate=OneOf(("mp3", "opus", "aac", "flac", "wav", "pcm"))),
+        default_output_format=env.str("DEFAULT_OUTPUT_FORMAT", d.default_output_format),
+        max_input_length=env.int("MAX_INPUT_LENGTH", d.max_input_length, validate=Range(min=1, max=1_000_000)),
+        stream_buffer_frames=env.int("STREAM_BUFFER_FRAMES", d.stream_buffer_frames, validate=Range(min=1, max=100)),
+        stream_chunk_size=env.int("STREAM_CHUNK_SIZE", d.stream_chunk_size, validate=Range(min=256, max=1 << 20)),
+        context_enabled=env.bool("CONTEXT_ENABLED", d.context_enabled),
+        context_max_turns=env.int("CONTEXT_MAX_TURNS", d.context_max_turns, validate=Range(min=0, max=1000)),
+        context_max_seconds=env.float("CONTEXT_MAX_SECONDS", d.context_max_seconds, validate=Range(min=0)),
+        context_session_gap_seconds=env.float("CONTEXT_SESSION_GAP_SECONDS", d.context_session_gap_seconds,
+                                              validate=Range(min=0)),
+        warmup_on_start=env.bool("WARMUP_ON_START", d.warmup_on_start),
+        max_queue_depth=env.int("MAX_QUEUE_DEPTH", d.max_queue_depth, validate=Range(min=0, max=10_000)),
+        idle_unload_minutes=env.float("IDLE_UNLOAD_MINUTES", d.idle_unload_minutes, validate=Range(min=0)),
+    )
+    try:
+        env.seal()
+    except EnvError as exc:
+        # environs lists every bad key; keep its wording, prefix ours.
+        raise SettingsError(f"Invalid configuration: {_describe(exc)}") from None
+    values["log_level"] = values["log_level"].upper()
+    values["cache_dir"] = Path(values["cache_dir"]).expanduser()
+    if values["model_path"] is not None:
+        values["model_path"] = Path(values["model_path"]).expanduser()
+    return Settings(**values)
+
+
+def _describe(exc: EnvError) -> str:
+    errors = getattr(exc, "error_messages", None)
+    if isinstance(errors, dict):
+        return "; ".join(f"{key}: {' '.join(map(str, msgs))}" for key, msgs in errors.items())
+    return str(exc)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,40 @@
+"""What the blueprints share: settings, the engine and the voice catalogue (app.extensions)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from flask import current_app, g
+
+from sesame_server.config import Settings
+from sesame_server.engine.engine import Engine
+from sesame_server.voices.catalogue import VoiceCatalogue
+
+EXTENSION = "sesame_tts"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    catalogue: VoiceCatalogue
+    started_at: float = field(default_factory=time.time)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions[EXTENSION]
+
+
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def request_id() -> str:
+    """This request's id (sent back as x-request-id / request-id)."""
+    if "request_id" not in g:
+        g.request_id = new_request_id()
+    return g.request_id

@@ -1,0 +1,60 @@
+"""Serving the app with waitress."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from flask import Flask
+from waitress.server import create_server
+
+from sesame_server.config import Settings, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+class PortInUse(OSError):
+    pass
+
+
+def make_server(app: Flask, host: str, port: int, threads: int):
+    """A waitress server; port 0 picks a free one (see .effective_port)."""
+    try:
+        return create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            # Lets waitress notice a client that hung up while we generate
+            # (environ["waitress.client_disconnected"]), so generation stops.
+            channel_request_lookahead=1,
+            ident="sesame-tts",
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"Port {port} on {host} is already in use (another sesame-tts?). "
+                f"Try PORT={next_free_port(host, port)} or stop the other process."
+            ) from None
+        raise
+
+
+def next_free_port(host: str, port: int) -> int:
+    for candidate in range(port + 1, min(port + 100, 65535)):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, candidate))
+                return candidate
+            except OSError:
+                continue
+    return 0
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    if not is_loopback(settings.host) and not settings.api_key:
+        log.warning(
+            "Listening on %s with no API_KEY: anyone who can reach this machine can use the server. "
+            "Set API_KEY or HOST=127.0.0.1.", settings.host,
+        )

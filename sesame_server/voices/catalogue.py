@@ -1,0 +1,76 @@
+"""Which local voice a request means: local ids, OpenAI's built-in names, the default."""
+
+from __future__ import annotations
+
+import logging
+
+from sesame_server.backends.base import Voice
+
+log = logging.getLogger(__name__)
+
+# OpenAI's built-in voices, mapped by character to the closest Sesame voice.
+# conversational_a is the female prompt, conversational_b the male one.
+OPENAI_VOICES: dict[str, str] = {
+    "alloy": "conversational_a",
+    "coral": "conversational_a",
+    "marin": "conversational_a",
+    "nova": "conversational_a",
+    "sage": "conversational_a",
+    "shimmer": "conversational_a",
+    "ash": "conversational_b",
+    "ballad": "conversational_b",
+    "cedar": "conversational_b",
+    "echo": "conversational_b",
+    "fable": "conversational_b",
+    "onyx": "conversational_b",
+    "verse": "conversational_b",
+}
+
+
+class VoiceNotFound(LookupError):
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = available
+        super().__init__(
+            f"Voice '{name}' not found. Available voices: {', '.join(available)}"
+            f" (OpenAI voice names {', '.join(sorted(OPENAI_VOICES))} are accepted too)."
+        )
+
+
+class VoiceCatalogue:
+    """The voices a backend offers, and how any name a client sends resolves to one."""
+
+    def __init__(self, voices: list[Voice], default_voice: str):
+        if not voices:
+            raise ValueError("a backend must offer at least one voice")
+        self._voices = {voice.id: voice for voice in voices}
+        self._lower = {voice.id.lower(): voice for voice in voices}
+        if default_voice in self._voices:
+            self.default = self._voices[default_voice]
+        else:
+            self.default = voices[0]
+            log.info("Default voice %r is not offered by this backend; using %r", default_voice, self.default.id)
+
+    def __iter__(self):
+        return iter(self._voices.values())
+
+    def __len__(self) -> int:
+        return len(self._voices)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._voices)
+
+    def get(self, voice_id: str) -> Voice | None:
+        return self._voices.get(voice_id) or self._lower.get(voice_id.lower())
+
+    def resolve(self, name: str) -> Voice:
+        """A local voice for `name`: a local id, else an OpenAI built-in name; else VoiceNotFound."""
+        voice = self.get(name)
+        if voice is not None:
+            return voice
+        mapped = OPENAI_VOICES.get(name.lower())
+        if mapped is not None:
+            # The backend may not have the mapped voice (piper has one voice): use the default.
+            return self._voices.get(mapped, self.default)
+        raise VoiceNotFound(name, self.ids)

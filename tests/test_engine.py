@@ -1,0 +1,129 @@
+"""The engine's thread logic, isolated with a fake backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesame_server.engine.engine import Engine, QueueFull
+from sesame_server.engine.request import SpeechRequest
+from tests.fakes import FakeBackend, wait_until
+
+
+def speech(rid: str, stream: bool = False) -> SpeechRequest:
+    return SpeechRequest(text="Hello.", sentences=("Hello.",), voice="fake_voice", request_id=rid, stream=stream)
+
+
+@pytest.fixture
+def gated():
+    backend = FakeBackend(frames=3, gated=True)
+    engine = Engine(backend, max_queue_depth=4, warmup=False).start()
+    assert engine.wait_ready(5)
+    yield backend, engine
+    engine.stop()
+
+
+def drain(job) -> int:
+    return sum(1 for _ in job.blocks())
+
+
+def test_streaming_jobs_are_served_before_buffered_then_fifo(gated):
+    backend, engine = gated
+    holder = engine.submit(speech("holder"))
+    wait_until(backend.started.is_set)
+    jobs = [engine.submit(speech("b1")), engine.submit(speech("s1", stream=True)),
+            engine.submit(speech("b2")), engine.submit(speech("s2", stream=True))]
+    backend.gate.release(3 * 5)
+    for job in [holder, *jobs]:
+        assert drain(job) == 3
+    assert backend.served == ["holder", "s1", "s2", "b1", "b2"]
+
+
+def test_full_queue_raises_with_retry_after(gated):
+    backend, engine = gated
+    engine.submit(speech("running"))
+    wait_until(backend.started.is_set)
+    for n in range(4):
+        engine.submit(speech(f"w{n}"))
+    with pytest.raises(QueueFull) as info:
+        engine.submit(speech("one too many"))
+    assert info.value.retry_after >= 1
+    assert engine.queue_depth == 4
+
+
+def test_cancelled_waiting_job_leaves_the_queue_and_never_runs(gated):
+    backend, engine = gated
+    first = engine.submit(speech("first"))
+    wait_until(backend.started.is_set)
+    waiting = engine.submit(speech("gone"))
+    assert engine.queue_depth == 1
+    waiting.cancel.set()  # what a closed response generator does
+    assert engine.queue_depth == 0
+    backend.gate.release(3)
+    assert drain(first) == 3
+    wait_until(lambda: waiting.done)
+    assert "gone" not in backend.served
+
+
+def test_cancel_stops_generation_within_one_frame(gated):
+    backend, engine = gated
+    job = engine.submit(speech("talk", stream=True))
+    blocks = job.blocks()
+    backend.gate.release()
+    next(blocks)
+    blocks.close()  # client went away after the first frame
+    backend.gate.release(10)
+    wait_until(lambda: job.done)
+    assert job.interrupted
+    assert job.frames == 1
+    assert backend.frames_after_cancel["talk"] == 0
+    assert engine.interruptions == 1
+
+
+def test_backend_errors_reach_the_request_thread():
+    backend = FakeBackend(frames=5, fail_at=2)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        job = engine.submit(speech("bad"))
+        with pytest.raises(ValueError, match="boom"):
+            drain(job)
+        # and the engine still serves the next request
+        assert drain(engine.submit(speech("good"))) == 5
+    finally:
+        engine.stop()
+
+
+def test_load_failure_is_reported_and_retried_per_job():
+    backend = FakeBackend(fail_load=True)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        engine.wait_ready(5)
+        assert engine.state == "error"
+        with pytest.raises(RuntimeError, match="weights missing"):
+            drain(engine.submit(speech("x")))
+        assert backend.loads == 2
+    finally:
+        engine.stop()
+
+
+def test_idle_unload_then_transparent_reload():
+    backend = FakeBackend(frames=2)
+    engine = Engine(backend, warmup=False, idle_unload_minutes=0.002).start()  # 0.12 s
+    try:
+        assert drain(engine.submit(speech("a"))) == 2
+        wait_until(lambda: engine.state == "unloaded", timeout=5)
+        assert backend.unloads == 1 and not backend.loaded
+        assert drain(engine.submit(speech("b"))) == 2
+        assert backend.loads == 2 and engine.state == "ready"
+    finally:
+        engine.stop()
+
+
+def test_warmup_runs_one_generation_before_ready():
+    backend = FakeBackend(frames=2)
+    engine = Engine(backend, warmup=True).start()
+    try:
+        assert engine.wait_ready(5)
+        assert backend.served == ["warmup"]
+        assert engine.requests_served == 0
+    finally:
+        engine.stop()
