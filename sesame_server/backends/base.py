@@ -18,6 +18,7 @@ class Voice:
     labels: dict = field(default_factory=dict)  # accent, gender, use_case, ...
     description: str = ""
     category: str = "premade"  # premade | cloned
+    elevenlabs_id: str = ""  # 10-40 letters/digits; derived from `id` when empty
 
 
 class BackendError(RuntimeError):

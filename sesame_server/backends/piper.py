@@ -22,6 +22,7 @@ PIPER_VOICE = Voice(
     name="Joe (US English, embedded Piper voice)",
     labels={"accent": "american", "gender": "male", "use_case": "general", "engine": "piper"},
     description="Piper en_US-joe-medium, bundled with the server; used where CSM cannot run.",
+    elevenlabs_id="JoeEmbeddedPiper",
 )
 
 # Piper ends each sentence abruptly; a short pause keeps sentences from running together.
@@ -62,12 +63,9 @@ class PiperBackend:
         return [PIPER_VOICE]
 
     def stream(self, request: SpeechRequest, cancel: threading.Event) -> Iterator[np.ndarray]:
-        from piper import SynthesisConfig
-
         if self._voice is None:
             self.load()
-        base_scale = self._voice.config.length_scale or 1.0
-        config = SynthesisConfig(length_scale=base_scale / request.speed)
+        config = self._synthesis_config(request)
         pause = np.zeros(int(self.sample_rate * _SENTENCE_PAUSE_SECONDS), dtype=np.float32)
         first = True
         for sentence in request.sentences:
@@ -79,6 +77,21 @@ class PiperBackend:
                     yield pause
                 first = False
                 yield chunk.audio_float_array.astype(np.float32, copy=False)
+
+    def _synthesis_config(self, request: SpeechRequest):
+        from piper import SynthesisConfig
+
+        voice_config = self._voice.config
+        noise_scale, noise_w = voice_config.noise_scale, voice_config.noise_w_scale
+        if request.temperature is not None:
+            # Sampling temperature (CSM's 0.9 is neutral) scales Piper's generator noise.
+            noise_scale *= request.temperature / 0.9
+        if request.seed is not None:
+            # Piper's noise comes from an ONNX random op that cannot be seeded, so a seeded
+            # request turns the noise off: the output is then the same on every run.
+            noise_scale = noise_w = 0.0
+        return SynthesisConfig(length_scale=(voice_config.length_scale or 1.0) / request.speed,
+                               noise_scale=noise_scale, noise_w_scale=noise_w)
 
     def unload(self) -> None:
         self._voice = None

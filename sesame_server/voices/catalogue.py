@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from sesame_server.backends.base import Voice
 
@@ -27,6 +28,20 @@ OPENAI_VOICES: dict[str, str] = {
 }
 
 
+# OpenClaw (and ElevenLabs itself) only accept voice ids of 10-40 letters and digits.
+ELEVENLABS_ID = re.compile(r"^[A-Za-z0-9]{10,40}$")
+
+
+def elevenlabs_id(voice: Voice) -> str:
+    """The ElevenLabs-side id of a local voice: its id without separators, padded to 10."""
+    if voice.elevenlabs_id:
+        return voice.elevenlabs_id
+    if ELEVENLABS_ID.match(voice.id):
+        return voice.id
+    letters = re.sub(r"[^A-Za-z0-9]", "", voice.id)[:40]
+    return letters + "0" * (10 - len(letters)) if len(letters) < 10 else letters
+
+
 class VoiceNotFound(LookupError):
     def __init__(self, name: str, available: list[str]):
         self.name = name
@@ -45,6 +60,7 @@ class VoiceCatalogue:
             raise ValueError("a backend must offer at least one voice")
         self._voices = {voice.id: voice for voice in voices}
         self._lower = {voice.id.lower(): voice for voice in voices}
+        self._by_elevenlabs_id = {elevenlabs_id(voice): voice for voice in voices}
         if default_voice in self._voices:
             self.default = self._voices[default_voice]
         else:
@@ -62,7 +78,9 @@ class VoiceCatalogue:
         return list(self._voices)
 
     def get(self, voice_id: str) -> Voice | None:
-        return self._voices.get(voice_id) or self._lower.get(voice_id.lower())
+        """A voice by local id (any case) or by its ElevenLabs-side id."""
+        return (self._voices.get(voice_id) or self._by_elevenlabs_id.get(voice_id)
+                or self._lower.get(voice_id.lower()))
 
     def resolve(self, name: str) -> Voice:
         """A local voice for `name`: a local id, else an OpenAI built-in name; else VoiceNotFound."""
@@ -74,3 +92,16 @@ class VoiceCatalogue:
             # The backend may not have the mapped voice (piper has one voice): use the default.
             return self._voices.get(mapped, self.default)
         raise VoiceNotFound(name, self.ids)
+
+    def resolve_elevenlabs(self, voice_id: str) -> Voice:
+        """Like resolve(), and any well-formed unknown ElevenLabs id maps to the default voice.
+
+        Existing ElevenLabs configurations (OpenClaw's default voice, say) then work unchanged.
+        """
+        try:
+            return self.resolve(voice_id)
+        except VoiceNotFound:
+            if not ELEVENLABS_ID.match(voice_id):
+                raise
+        log.info("Mapped ElevenLabs voice %s to local voice %s", voice_id, self.default.name)
+        return self.default
