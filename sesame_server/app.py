@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from sesame_server.api import openai, system
+from sesame_server.api import account, elevenlabs, elevenlabs_voices, openai, system
 from sesame_server.api.errors import APIError, render
 from sesame_server.backends import Backend, create_backend
 from sesame_server.config import Settings, load_settings
 from sesame_server.engine.engine import Engine
 from sesame_server.runtime import EXTENSION, Runtime, request_id
 from sesame_server.voices.catalogue import VoiceCatalogue
+from sesame_server.voices.custom import CustomVoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,16 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
         warmup=settings.warmup_on_start,
         idle_unload_minutes=settings.idle_unload_minutes,
     )
-    rt = Runtime(settings=settings, engine=engine, catalogue=VoiceCatalogue(backend.voices(), settings.default_voice))
+    catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
+    custom_voices = CustomVoiceStore(settings.voices_dir)
+    if getattr(backend, "can_clone", False):
+        for voice in custom_voices.list():
+            catalogue.add(voice.as_voice())
+    rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices)
     app.extensions[EXTENSION] = rt
-    app.register_blueprint(openai.bp)
-    app.register_blueprint(system.bp)
+    for blueprint in (openai.bp, elevenlabs.bp, elevenlabs_voices.bp, account.bp, system.bp):
+        app.register_blueprint(blueprint)
+    app.before_request(_check_api_key)
     app.after_request(_add_request_id)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(APIError, _api_error)
@@ -47,6 +55,29 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     if start:
         engine.start()
     return rt
+
+
+_API_PREFIXES = ("/v1/", "/v2/")
+
+
+def _check_api_key() -> None:
+    """With API_KEY set, every API route wants it as xi-api-key or Authorization: Bearer."""
+    expected = _settings().api_key
+    if not expected or not request.path.startswith(_API_PREFIXES):
+        return
+    given = request.headers.get("xi-api-key", "")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and not given:
+        given = token.strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise APIError(401, "Invalid or missing API key: send it as 'xi-api-key' or 'Authorization: Bearer'.",
+                       code="invalid_api_key")
+
+
+def _settings() -> Settings:
+    from flask import current_app
+
+    return current_app.extensions[EXTENSION].settings
 
 
 def _add_request_id(response: Response) -> Response:

@@ -11,6 +11,7 @@ from flask import current_app, g
 from sesame_server.config import Settings
 from sesame_server.engine.engine import Engine
 from sesame_server.voices.catalogue import VoiceCatalogue
+from sesame_server.voices.custom import CustomVoiceStore
 
 EXTENSION = "sesame_tts"
 
@@ -20,7 +21,9 @@ class Runtime:
     settings: Settings
     engine: Engine
     catalogue: VoiceCatalogue
+    custom_voices: CustomVoiceStore
     started_at: float = field(default_factory=time.time)
+    characters_served: int = 0
 
 
 def runtime() -> Runtime:

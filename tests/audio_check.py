@@ -62,3 +62,28 @@ def assert_speech(decoded: Decoded, *, sample_rate: int, seconds: float, toleran
     assert abs(decoded.seconds - seconds) <= tolerance * seconds, (
         f"duration {decoded.seconds:.3f}s is not within {tolerance:.0%} of {seconds:.3f}s")
     assert decoded.rms > 0.01, f"audio is silent (rms {decoded.rms:.5f})"
+
+
+# --- MP3 frame headers (ISO 11172-3 / 13818-3), parsed by hand ------------------------
+
+_MPEG1_L3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG2_L3_KBPS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_frame_headers(data: bytes) -> list[tuple[int, int, int]]:
+    """(bitrate, sample_rate, channel_mode) of every frame; the frames must tile the data."""
+    headers, pos = [], 0
+    while pos < len(data):
+        header = int.from_bytes(data[pos:pos + 4], "big")
+        assert header >> 21 == 0x7FF, f"lost frame sync at byte {pos}"
+        version, layer = (header >> 19) & 3, (header >> 17) & 3
+        assert layer == 1, "not Layer III"
+        mpeg1 = version == 3
+        kbps = (_MPEG1_L3_KBPS if mpeg1 else _MPEG2_L3_KBPS)[(header >> 12) & 0xF]
+        rate = _MP3_RATES[version][(header >> 10) & 3]
+        padding, mode = (header >> 9) & 1, (header >> 6) & 3
+        headers.append((kbps * 1000, rate, mode))
+        pos += (144 if mpeg1 else 72) * kbps * 1000 // rate + padding
+    assert pos == len(data), "trailing bytes after the last MP3 frame"
+    return headers

@@ -152,6 +152,7 @@ def _parse(voice_id: str, *, streaming: bool) -> ParsedSpeech:
         first_chunk_frames=1 if latency else None,
         previous_text=body.get("previous_text") or None,
         next_text=body.get("next_text") or None,
+        voice_prompt=rt.custom_voices.prompt(voice.id),
     )
     return ParsedSpeech(speech=speech, fmt=fmt, settings=settings)
 

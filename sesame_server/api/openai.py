@@ -49,7 +49,7 @@ def create_speech() -> Response:
 
     speech = SpeechRequest(
         text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id=request_id(),
-        speed=speed, stream=True, instructions=instructions or None,
+        speed=speed, stream=True, instructions=instructions or None, voice_prompt=rt.custom_voices.prompt(voice),
     )
     # OpenAI always answers with chunked audio: every response here streams.
     job, blocks = start_job(rt.engine, speech)
@@ -131,11 +131,6 @@ def openai_models() -> dict:
     return {"object": "list",
             "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "sesame-tts"}
                      for model_id in MODEL_IDS]}
-
-
-@bp.get("/models")
-def list_models() -> Response:
-    return jsonify(openai_models())
 
 
 @bp.get("/models/<path:model_id>")

@@ -18,6 +18,7 @@ from sesame_server.backends.base import BackendError
 from sesame_server.engine.engine import Engine, EngineStopped, QueueFull
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import SpeechRequest
+from sesame_server.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.n
     """
     try:
         job = engine.submit(speech)
+        runtime().characters_served += len(speech.text)
     except QueueFull as exc:
         raise APIError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except EngineStopped as exc:

@@ -19,6 +19,15 @@ class ContextTurn:
 
 
 @dataclass(frozen=True)
+class VoicePrompt:
+    """A cloned voice: reference audio and what it says, used as the prompt segment."""
+
+    key: str  # stable id (the voice id): backends cache the prompt's codes under it
+    audio_path: str  # 24 kHz mono WAV
+    text: str  # transcript of the audio ("" when the uploader gave none)
+
+
+@dataclass(frozen=True)
 class SpeechRequest:
     text: str  # the whole input, already validated (non-empty, within MAX_INPUT_LENGTH)
     sentences: tuple[str, ...]  # `text` split at sentence boundaries, in order
@@ -34,3 +43,4 @@ class SpeechRequest:
     previous_text: str | None = None
     next_text: str | None = None
     context: tuple[ContextTurn, ...] = field(default=())
+    voice_prompt: VoicePrompt | None = None  # set for cloned voices; `voice` is then its id

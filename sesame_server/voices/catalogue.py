@@ -93,6 +93,17 @@ class VoiceCatalogue:
             return self._voices.get(mapped, self.default)
         raise VoiceNotFound(name, self.ids)
 
+    def add(self, voice: Voice) -> None:
+        self._voices[voice.id] = voice
+        self._lower[voice.id.lower()] = voice
+        self._by_elevenlabs_id[elevenlabs_id(voice)] = voice
+
+    def remove(self, voice_id: str) -> None:
+        voice = self._voices.pop(voice_id, None)
+        if voice is not None:
+            self._lower.pop(voice.id.lower(), None)
+            self._by_elevenlabs_id.pop(elevenlabs_id(voice), None)
+
     def resolve_elevenlabs(self, voice_id: str) -> Voice:
         """Like resolve(), and any well-formed unknown ElevenLabs id maps to the default voice.
 
