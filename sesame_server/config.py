@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from dotenv import dotenv_values
 from environs import Env, EnvError
 from marshmallow.validate import OneOf, Range
 
@@ -79,9 +80,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     Raises SettingsError naming the key when a value is invalid.
     """
     if environ is None:
+        file_values = {}
         if env_file and Path(env_file).is_file():
-            Env().read_env(str(env_file), override=False)
-        environ = os.environ
+            file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        environ = {**file_values, **os.environ}  # the real environment wins over the file
     env = Env(eager=False)
     # environs reads os.environ; point it at the mapping we were given.
     env._environ = dict(environ)  # noqa: SLF001 - no public hook for a custom mapping
@@ -89,7 +91,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     values = dict(
         host=env.str("HOST", d.host),
         port=env.int("PORT", d.port, validate=Range(min=0, max=65535)),
-        log_level=env.str("LOG_LEVEL", d.log_level, validate=lambda v: v.upper() in _LEVELS),
+        log_level=env.str("LOG_LEVEL", d.log_level, validate=OneOf(_LEVELS + tuple(x.lower() for x in _LEVELS))),
         threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
         api_key=env.str("API_KEY", None) or None,
         backend=env.str("BACKEND", d.backend, validate=OneOf(_BACKENDS)),
@@ -100,7 +102,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         cache_dir=env.path("CACHE_DIR", str(d.cache_dir)),
         hf_token=env.str("HF_TOKEN", None) or None,
         quantize=env.str("QUANTIZE", d.quantize, validate=OneOf(("none", "8", "4"))),
-        random_weights=env.str("RANDOM_WEIGHTS", None, validate=lambda v: v in ("", "tiny", "small", "full")) or None,
+        random_weights=env.str("RANDOM_WEIGHTS", None, validate=OneOf(("", "tiny", "small", "full"))) or None,
         default_voice=env.str("DEFAULT_VOICE", d.default_voice),
         default_format=env.str("DEFAULT_FORMAT", d.default_format,
                                validate=OneOf(("mp3", "opus", "aac", "flac", "wav", "pcm"))),
