@@ -9,10 +9,12 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from sesame_server.api import account, elevenlabs, elevenlabs_voices, openai, system
-from sesame_server.api.errors import APIError, render
+from sesame_server.api.errors import APIError, dialect_for_path, render
 from sesame_server.backends import Backend, create_backend
 from sesame_server.config import Settings, load_settings
 from sesame_server.engine.engine import Engine
+from sesame_server.logs import init_request_log, note_request
+from sesame_server.metrics import init_metrics
 from sesame_server.runtime import EXTENSION, Runtime, request_id
 from sesame_server.voices.catalogue import VoiceCatalogue
 from sesame_server.voices.custom import CustomVoiceStore
@@ -48,7 +50,10 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     for blueprint in (openai.bp, elevenlabs.bp, elevenlabs_voices.bp, account.bp, system.bp):
         app.register_blueprint(blueprint)
     app.before_request(_check_api_key)
+    app.before_request(_note_dialect)
     app.after_request(_add_request_id)
+    metrics = init_metrics(app, engine)  # GET /metrics, engine gauges, per-job observations
+    init_request_log(app, metrics.observe_record)  # one JSON line per request
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -72,6 +77,11 @@ def _check_api_key() -> None:
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise APIError(401, "Invalid or missing API key: send it as 'xi-api-key' or 'Authorization: Bearer'.",
                        code="invalid_api_key")
+
+
+def _note_dialect() -> None:
+    if request.path.startswith(_API_PREFIXES):
+        note_request(dialect=dialect_for_path(request.path))
 
 
 def _settings() -> Settings:

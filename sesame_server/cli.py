@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from sesame_server import __version__
@@ -28,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sesame_server.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    log_file = settings.cache_dir / "server.log" if args.command == "serve" else None
+    setup_logging(settings.log_level, log_file=log_file)
     try:
         return args.run(args, settings)
     except KeyboardInterrupt:
@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     voices = sub.add_parser("voices", help="list the voices")
     _backend_options(voices)
     voices.set_defaults(run=_voices)
+
+    from sesame_server import service
+
+    svc = sub.add_parser("service", help="login service (launchd / systemd --user): install | uninstall | status | logs")
+    service.add_arguments(svc)
+    svc.set_defaults(run=service.run)
 
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop")
     try:
@@ -126,8 +132,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
              server.effective_port)
 
     def shutdown(signum, frame):  # noqa: ARG001
+        # Unwinds server.run() on the main thread; closing waitress from another thread
+        # makes its select() fail and the process exit non-zero (launchd would restart it).
         log.info("Shutting down")
-        threading.Thread(target=server.close, daemon=True).start()
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
@@ -203,7 +211,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from sesame_server import bench
     except ImportError as exc:
-        raise _Failure(f"bench needs the csm extra ({exc.name} missing): pip install -e '.[csm]'") from None
+        from sesame_server.failures import missing_dependency
+
+        raise _Failure(missing_dependency(exc, "sesame-tts bench")) from None
     bench.run(args, settings)
     return 0
 

@@ -41,7 +41,13 @@ def live_server(settings: Settings, backend=None) -> Iterator[LiveServer]:
     app = create_app(settings, backend=backend)
     engine = app.extensions[EXTENSION].engine
     server = make_server(app, "127.0.0.1", 0, threads=settings.threads)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:  # closing waitress from this thread breaks its select(): expected
+            pass
+
+    thread = threading.Thread(target=run, name="waitress", daemon=True)
     thread.start()
     live = LiveServer(url=f"http://127.0.0.1:{server.effective_port}", app=app, engine=engine)
     engine.on_job_done.append(live._record)

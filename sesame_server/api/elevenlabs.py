@@ -16,6 +16,7 @@ from sesame_server.audio.formats import OutputFormat, UnsupportedFormat, elevenl
 from sesame_server.engine.alignment import CharacterTimeline, estimate_alignment
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.engine.text import split_sentences
+from sesame_server.logs import note_request
 from sesame_server.runtime import Runtime, request_id, runtime
 from sesame_server.voices.catalogue import VoiceNotFound
 
@@ -153,7 +154,9 @@ def _parse(voice_id: str, *, streaming: bool) -> ParsedSpeech:
         previous_text=body.get("previous_text") or None,
         next_text=body.get("next_text") or None,
         voice_prompt=rt.custom_voices.prompt(voice.id),
+        dialect="elevenlabs",
     )
+    note_request(format=fmt.name, streamed=streaming)
     return ParsedSpeech(speech=speech, fmt=fmt, settings=settings)
 
 

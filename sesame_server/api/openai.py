@@ -11,6 +11,7 @@ from sesame_server.api.streaming import encoded_chunks, pipeline_for, sse_events
 from sesame_server.audio.formats import OPENAI_FORMATS, UnsupportedFormat, openai_format
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.engine.text import split_sentences
+from sesame_server.logs import note_request
 from sesame_server.runtime import request_id, runtime
 from sesame_server.voices.catalogue import OPENAI_VOICES, VoiceNotFound
 
@@ -50,7 +51,9 @@ def create_speech() -> Response:
     speech = SpeechRequest(
         text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id=request_id(),
         speed=speed, stream=True, instructions=instructions or None, voice_prompt=rt.custom_voices.prompt(voice),
+        dialect="openai",
     )
+    note_request(format=fmt.name, streamed=True)
     # OpenAI always answers with chunked audio: every response here streams.
     job, blocks = start_job(rt.engine, speech)
     pipeline = pipeline_for(rt.engine, fmt, speed, streaming=True)

