@@ -1,0 +1,72 @@
+"""Turn text and Mimi codes into the backbone's token frames.
+
+Every backbone position is one "frame" of `codebooks + 1` ids with a mask: text positions
+use only the last column (a text token), audio positions only the first `codebooks`
+columns (one Mimi code per codebook). A segment is [speaker-prefixed text][audio][end
+frame], the end frame being all-zero codes, exactly as CSM was trained and as mlx-audio
+lays out context segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenFrames:
+    tokens: np.ndarray  # [n, codebooks + 1] int32
+    mask: np.ndarray  # [n, codebooks + 1] bool
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @staticmethod
+    def concat(parts: "list[TokenFrames]", width: int) -> "TokenFrames":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return TokenFrames(np.zeros((0, width), np.int32), np.zeros((0, width), bool))
+        return TokenFrames(np.concatenate([p.tokens for p in parts]), np.concatenate([p.mask for p in parts]))
+
+
+class PromptBuilder:
+    """Tokenizes segments for one model (its codebook count and tokenizer)."""
+
+    def __init__(self, tokenizer, codebooks: int, speaker_prefix_space: bool = False):
+        self.tokenizer = tokenizer
+        self.codebooks = codebooks
+        self.width = codebooks + 1
+        self.speaker_prefix_space = speaker_prefix_space
+
+    def text(self, text: str, speaker: int) -> TokenFrames:
+        if self.speaker_prefix_space:
+            prompt = f"[{speaker}] {text.lstrip()}"
+        else:
+            prompt = f"[{speaker}]{text}"
+        ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
+        tokens = np.zeros((len(ids), self.width), np.int32)
+        mask = np.zeros((len(ids), self.width), bool)
+        tokens[:, -1] = ids
+        mask[:, -1] = True
+        return TokenFrames(tokens, mask)
+
+    def audio(self, codes: np.ndarray, end_frame: bool = True) -> TokenFrames:
+        """`codes` [codebooks, frames] -> audio frames (+ the all-zero end frame)."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] < self.codebooks:
+            raise ValueError(f"codes must be [>= {self.codebooks} codebooks, frames], got {codes.shape}")
+        frames = codes[: self.codebooks].T.astype(np.int32)
+        if end_frame:
+            frames = np.concatenate([frames, np.zeros((1, self.codebooks), np.int32)])
+        tokens = np.zeros((len(frames), self.width), np.int32)
+        mask = np.zeros((len(frames), self.width), bool)
+        tokens[:, :-1] = frames
+        mask[:, :-1] = True
+        return TokenFrames(tokens, mask)
+
+    def segment(self, text: str, speaker: int, codes: np.ndarray | None) -> TokenFrames:
+        parts = [self.text(text, speaker)]
+        if codes is not None:
+            parts.append(self.audio(codes))
+        return TokenFrames.concat(parts, self.width)

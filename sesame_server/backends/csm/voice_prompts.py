@@ -1,0 +1,203 @@
+"""Built-in voices and their prompts: Mimi-encoded once, codes cached in memory and on disk.
+
+A voice is a short recording plus its transcript, put in front of every request as the
+first segment of the context. Encoding that recording with Mimi is the expensive part, so
+its codes are stored under CACHE_DIR/csm/voice_codes/ (with the transcript) and a voice is
+never encoded twice: not per request, not after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sesame_server.backends.base import BackendError, Voice
+
+from . import hub
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24_000
+
+BUILTIN_VOICES: dict[str, Voice] = {
+    "conversational_a": Voice(
+        id="conversational_a",
+        name="Ava (Conversational Female)",
+        labels={"gender": "female", "use_case": "conversational", "age": "young"},
+        description="Sesame's conversational_a prompt: a relaxed, chatty female voice.",
+    ),
+    "conversational_b": Voice(
+        id="conversational_b",
+        name="Max (Conversational Male)",
+        labels={"gender": "male", "use_case": "conversational", "age": "young"},
+        description="Sesame's conversational_b prompt: a relaxed, chatty male voice.",
+    ),
+}
+
+# Transcripts as published with the prompts; used when prompts/<voice>.txt is absent.
+PROMPT_TEXT = {
+    "conversational_a": (
+        "like revising for an exam I'd have to try and like keep up the momentum because I'd "
+        "start really early I'd be like okay I'm gonna start revising now and then like "
+        "you're revising for ages and then I just like start losing steam I didn't do that "
+        "for the exam we had recently to be fair that was a more of a last minute scenario "
+        "but like yeah I'm trying to like yeah I noticed this yesterday that like Mondays I "
+        "sort of start the day with this not like a panic but like a"
+    ),
+    "conversational_b": (
+        "like a super Mario level. Like it's very like high detail. And like, once you get "
+        "into the park, it just like, everything looks like a computer game and they have all "
+        "these, like, you know, if, if there's like a, you know, like in a Mario game, they "
+        "will have like a question block. And if you like, you know, punch it, a coin will "
+        "come out. So like everyone, when they come into the park, they get like this little "
+        "bracelet and then you can go punching question blocks around."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    voice_id: str
+    text: str
+    speaker: int
+    codes: np.ndarray  # [codebooks, frames] int32
+
+
+@dataclass(frozen=True)
+class PromptAudio:
+    """Where a prompt comes from: a stable identity (for the cache key) and lazy audio."""
+
+    key: str
+    text: str
+    load: Callable[[], tuple[np.ndarray, str]]  # (float32 mono audio at 24 kHz, transcript)
+
+
+def prompt_files(voice_id: str, model_dir: Path | None, token: str | None) -> tuple[Path, str]:
+    """The prompt's wav and transcript: <model dir>/prompts/ first, else the sesame/csm-1b repo."""
+    if voice_id not in BUILTIN_VOICES:
+        raise BackendError(f"unknown csm voice {voice_id!r}")
+    if model_dir is not None and (model_dir / "prompts" / f"{voice_id}.wav").is_file():
+        wav = model_dir / "prompts" / f"{voice_id}.wav"
+        txt = wav.with_suffix(".txt")
+        return wav, txt.read_text().strip() if txt.is_file() else PROMPT_TEXT[voice_id]
+    wav = hub.file(hub.VOICE_REPO, f"prompts/{voice_id}.wav", token, f"the {voice_id} voice prompt")
+    try:
+        text = hub.file(hub.VOICE_REPO, f"prompts/{voice_id}.txt", token, "its transcript").read_text().strip()
+    except Exception:  # the transcript is optional; we ship it
+        text = PROMPT_TEXT[voice_id]
+    return wav, text
+
+
+def file_prompt_source(model_dir: Path | None, token: str | None) -> Callable[[str], PromptAudio]:
+    """Prompts from files. Hub prompts are keyed by name so a cached voice needs no network."""
+
+    def locate(voice_id: str) -> PromptAudio:
+        local = model_dir is not None and (model_dir / "prompts" / f"{voice_id}.wav").is_file()
+        if local:
+            wav, text = prompt_files(voice_id, model_dir, token)
+            digest = hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
+            return PromptAudio(f"file:{digest}", text, lambda: (read_audio(wav), text))
+
+        def load() -> tuple[np.ndarray, str]:
+            wav, text = prompt_files(voice_id, None, token)
+            return read_audio(wav), text
+
+        return PromptAudio(f"hub:{hub.VOICE_REPO}:{voice_id}", PROMPT_TEXT[voice_id], load)
+
+    return locate
+
+
+def cloned_prompt_source(key: str, audio_path: str, text: str) -> PromptAudio:
+    """A cloned voice's reference recording; keyed by content so a re-upload re-encodes."""
+    wav = Path(audio_path)
+    try:
+        digest = hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise BackendError(f"the reference audio of voice {key!r} is missing ({exc})") from None
+    return PromptAudio(f"clone:{key}:{digest}", text, lambda: (read_audio(wav), text))
+
+
+def read_audio(path: Path | bytes) -> np.ndarray:
+    import soundfile
+
+    source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
+    audio, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        from mlx_audio.utils import resample_audio
+
+        audio = np.asarray(resample_audio(audio, rate, SAMPLE_RATE), dtype=np.float32)
+    return audio
+
+
+class VoicePromptStore:
+    """Voice id -> VoicePrompt, encoding each prompt with Mimi at most once."""
+
+    def __init__(
+        self,
+        locate: Callable[[str], PromptAudio],
+        encode: Callable[[np.ndarray], np.ndarray],
+        codebooks: int,
+        cache_dir: Path | None,
+        codec_id: str,
+    ):
+        self._locate = locate
+        self._encode = encode
+        self._codebooks = codebooks
+        self._cache_dir = cache_dir
+        self._codec_id = codec_id
+        self._prompts: dict[str, VoicePrompt] = {}
+        self.encodes = 0
+
+    def get(self, voice_id: str, source: PromptAudio | None = None) -> VoicePrompt:
+        """A built-in voice by id, or any voice whose audio `source` names (cloned voices)."""
+        prompt = self._prompts.get(voice_id)
+        if prompt is None:
+            prompt = self._load(voice_id, source)
+            self._prompts[voice_id] = prompt
+        return prompt
+
+    def forget(self, voice_id: str) -> None:
+        self._prompts.pop(voice_id, None)
+
+    def _load(self, voice_id: str, source: PromptAudio | None) -> VoicePrompt:
+        if source is None:
+            if voice_id not in BUILTIN_VOICES:
+                raise BackendError(f"unknown csm voice {voice_id!r}")
+            source = self._locate(voice_id)
+        path = self._cache_path(voice_id, source.key)
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as stored:
+                    codes, text = stored["codes"], str(stored["text"])
+                if codes.shape[0] == self._codebooks:
+                    return VoicePrompt(voice_id, text, 0, codes.astype(np.int32))
+            except Exception as exc:  # a damaged cache file is re-encoded, not fatal
+                log.warning("Ignoring unreadable voice cache %s: %s", path, exc)
+        audio, text = source.load()
+        log.info("Encoding the %s voice prompt with Mimi (%.1f s of audio, once)", voice_id, len(audio) / SAMPLE_RATE)
+        codes = np.asarray(self._encode(audio), dtype=np.int32)[: self._codebooks]
+        self.encodes += 1
+        if codes.shape[0] != self._codebooks:
+            raise BackendError(f"Mimi gave {codes.shape[0]} codebooks, CSM needs {self._codebooks}")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, codes=codes, text=np.array(text))
+            tmp.replace(path)
+        return VoicePrompt(voice_id, text, 0, codes)
+
+    def _cache_path(self, voice_id: str, key: str) -> Path | None:
+        if self._cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{key}|{self._codec_id}|{self._codebooks}".encode()).hexdigest()[:16]
+        return self._cache_dir / "csm" / "voice_codes" / f"{voice_id}-{digest}.npz"
+
+    def clear_memory(self) -> None:
+        self._prompts.clear()

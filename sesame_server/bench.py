@@ -1,0 +1,227 @@
+"""`sesame-tts bench`: our CSM frame loop against mlx-audio's reference loop, same weights, same run.
+
+    sesame-tts bench                                   real weights (MODEL_PATH / hub cache)
+    sesame-tts bench --random-weights --flavor small   random weights, no download
+    sesame-tts bench --random-weights --flavor full --frames 3    real CSM-1B shapes
+
+Measures, with the voice prompt cold and then warm: ms per frame (median) for our frame
+loop and for `SesameModel.generate_frame` as mlx-audio's `Model.generate` drives it
+(per-frame host sync), both producing codes only, their ratio; our full streaming loop
+with Mimi decoding and Mimi's cost alone; time to first
+audio split into prefill / first frame / first Mimi decode, tokens prefilled per request,
+real-time factor and peak memory. Rounds alternate ours and the reference so a noisy
+machine hurts both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from sesame_server.config import Settings
+
+log = logging.getLogger(__name__)
+
+BENCH_TEXT = "The quick brown fox jumps over the lazy dog, and then it takes a nap in the sun."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--random-weights", action="store_true",
+                        help="bench on random weights (no download; output is noise)")
+    parser.add_argument("--flavor", choices=("tiny", "small", "full"), default=None,
+                        help="random-weights size: full = the real CSM-1B shapes (default small)")
+    parser.add_argument("--frames", type=int, default=40, help="frames per timed request (default 40)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating ours/reference rounds (default 2)")
+    parser.add_argument("--voice", default=None, help="voice id (default DEFAULT_VOICE)")
+    parser.add_argument("--text", default=BENCH_TEXT, help="text of the timed request")
+    parser.add_argument("--no-reference", action="store_true", help="skip mlx-audio's reference loop")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> dict:
+    import mlx.core as mx
+
+    from sesame_server.backends.csm import CsmBackend
+    from sesame_server.backends.csm.voice_prompts import BUILTIN_VOICES
+
+    frames = max(2, int(args.frames))
+    if args.random_weights or args.flavor:
+        settings = settings.replace(random_weights=args.flavor or "small")
+    voice = args.voice or (settings.default_voice if settings.default_voice in BUILTIN_VOICES else "conversational_b")
+    backend = CsmBackend(settings, max_frames_per_sentence=frames)
+    mx.reset_peak_memory()
+    started = time.perf_counter()
+    backend.load()
+    load_s = time.perf_counter() - started
+    request = _request(args.text, voice)
+
+    # Compile and JIT once outside the timings (the server does this in its warm-up).
+    backend.warmup()
+    backend._prefixes.clear()  # so the first timed request sees a cold voice prefix
+
+    cold = _timed_request(backend, request, frames)
+    ours, streaming, reference, reference_first = [], [], [], []
+    warm = None
+    for _ in range(max(1, int(args.rounds))):
+        warm = _timed_request(backend, request, frames)
+        streaming += warm["intervals"]
+        ours += _codes_only(backend, voice, args.text, frames)
+        if not args.no_reference:
+            ref = _reference_request(backend, voice, args.text, frames)
+            reference += ref["intervals"]
+            reference_first.append(ref["first_frame_s"])
+    decode_ms = _mimi_decode_ms(backend)
+
+    ms = _median_ms(ours)
+    streaming_ms = _median_ms(streaming)
+    reference_ms = _median_ms(reference) if reference else None
+    results = {
+        "model_id": backend.status()["model_id"],
+        "random_weights": settings.random_weights,
+        "flavor": settings.random_weights,
+        "quantize": settings.quantize,
+        "device": backend.status()["device"],
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
+        "frames": frames,
+        "rounds": int(args.rounds),
+        "ms_per_frame": ms,
+        "ms_per_frame_streaming": streaming_ms,
+        "mimi_decode_ms": decode_ms,
+        "reference_ms_per_frame": reference_ms,
+        "speedup": round(reference_ms / ms, 3) if reference_ms and ms else None,
+        "first_audio_frames": warm["first_audio_frames"],
+        "prefill_tokens_cold": cold["prefill_tokens"],
+        "prefill_tokens_warm": warm["prefill_tokens"],
+        "request_text_tokens": warm["request_text_tokens"],
+        "ttfa_ms": warm["ttfa_ms"],
+        "ttfa_cold_ms": cold["ttfa_ms"],
+        "reference_first_frame_ms": _median_ms(reference_first) if reference_first else None,
+        "rtf": round(streaming_ms / 80.0, 3) if streaming_ms else None,
+        "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 3),
+        "rss_gb": backend.status()["rss_gb"],
+        "load_s": round(load_s, 2),
+        "dtype": backend.dtype,
+        "config": backend.model_config,
+    }
+    _print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        print(f"wrote {args.json}")
+    backend.unload()
+    return results
+
+
+def _request(text: str, voice: str):
+    from sesame_server.engine.request import SpeechRequest
+
+    return SpeechRequest(text=text, sentences=(text,), voice=voice, request_id="bench", seed=0, stream=True)
+
+
+def _timed_request(backend, request, frames: int) -> dict:
+    """One streamed request; intervals between PCM blocks after the first are ms/frame."""
+    stamps = []
+    first_audio_frames = None
+    for _block in backend.stream(request, threading.Event()):
+        stamps.append(time.perf_counter())
+        if first_audio_frames is None:
+            first_audio_frames = backend.frames_generated
+    timings = backend.last_timings
+    return {
+        "intervals": [b - a for a, b in zip(stamps, stamps[1:])],
+        "first_audio_frames": first_audio_frames,
+        "prefill_tokens": backend.last_prefill_tokens,
+        "request_text_tokens": backend.last_request_text_tokens,
+        "ttfa_ms": {
+            "prefill": _ms(timings.get("prefill")),
+            "first_frame": _ms(timings.get("first_frame")),
+            "first_decode": _ms(timings.get("first_decode")),
+            "total": _ms(timings.get("first_audio")),
+        },
+    }
+
+
+def _reference_request(backend, voice: str, text: str, frames: int) -> dict:
+    import mlx.core as mx
+
+    from sesame_server.backends.csm.reference import reference_frames
+    from sesame_server.backends.csm.sampling import SamplingParams, reference_sampler
+
+    prompt = backend.reference_prompt(voice, text)
+    sampler = reference_sampler(SamplingParams(), backend.valid_ids, mx.random.key(0))
+    timings: list[float] = []
+    with mx.stream(backend._gen_stream):
+        reference_frames(backend.model, prompt, sampler, frames, timings)
+    return {"intervals": timings[1:], "first_frame_s": timings[0] if timings else None}
+
+
+def _codes_only(backend, voice: str, text: str, frames: int) -> list[float]:
+    """Our frame loop producing codes only: like for like with the reference loop."""
+    import mlx.core as mx
+
+    from sesame_server.backends.csm.sampling import SamplingParams
+
+    loop = backend._loop
+    with mx.stream(backend._gen_stream):
+        loop.cache.restore(backend._prefixes.get(voice))
+        last_h = loop.prefill(backend._builder.text(text, 0))
+        stamps = [time.perf_counter() for _ in loop.generate(last_h, SamplingParams(), mx.random.key(1), frames)]
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def _mimi_decode_ms(backend) -> float | None:
+    """Mimi's streaming decode of one frame, alone (it runs between frames in our loop)."""
+    import mlx.core as mx
+
+    codec, codes = backend._codec, backend.last_codes
+    if codes is None:
+        return None
+    codec.reset()
+    times = []
+    with mx.stream(backend._decode_stream):
+        for index in range(codes.shape[1]):
+            frame = mx.array(codes[:, index][None])
+            started = time.perf_counter()
+            mx.eval(codec.decode_frame(frame))
+            times.append(time.perf_counter() - started)
+    codec.reset()
+    return _median_ms(times[1:] or times)
+
+
+def _median_ms(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values) * 1000, 2) if values else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
+
+
+def _print_table(r: dict) -> None:
+    def row(name: str, value) -> None:
+        print(f"  {name:<40} {value}")
+
+    print(f"CSM bench: {r['model_id']} ({r['dtype']}, quantize={r['quantize']}, {r['device']}; {r['machine']})")
+    row("frames per request x rounds", f"{r['frames']} x {r['rounds']}")
+    row("ours: ms/frame (median, codes)", r["ms_per_frame"])
+    row("mlx-audio reference: ms/frame (codes)", r["reference_ms_per_frame"])
+    row("speedup (reference / ours)", f"{r['speedup']}x" if r["speedup"] else "-")
+    row("ours streaming incl. Mimi: ms/frame", r["ms_per_frame_streaming"])
+    row("Mimi decode alone: ms/frame", r["mimi_decode_ms"])
+    row("real-time factor (streaming)", r["rtf"])
+    row("first audio after frames", r["first_audio_frames"])
+    row("prefill tokens: cold voice / warm voice", f"{r['prefill_tokens_cold']} / {r['prefill_tokens_warm']}")
+    row("request text tokens", r["request_text_tokens"])
+    t, c = r["ttfa_ms"], r["ttfa_cold_ms"]
+    row("TTFA warm ms: prefill/first frame/decode", f"{t['prefill']} / {t['first_frame']} / {t['first_decode']}"
+        f"  (total {t['total']})")
+    row("TTFA cold ms: prefill/first frame/decode", f"{c['prefill']} / {c['first_frame']} / {c['first_decode']}"
+        f"  (total {c['total']})")
+    row("reference: prefill + first frame ms", r["reference_first_frame_ms"])
+    row("peak MLX memory GB / RSS GB", f"{r['peak_memory_gb']} / {r['rss_gb']}")

@@ -1,0 +1,29 @@
+"""`sesame-tts bench` on tiny random weights: the JSON carries every documented key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sesame_server import bench
+from sesame_server.config import Settings
+
+
+def test_bench_tiny_writes_the_documented_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    args = parser.parse_args(["--random-weights", "--flavor", "tiny", "--frames", "4", "--rounds", "1",
+                              "--json", str(out)])
+    results = bench.run(args, Settings(cache_dir=tmp_path))
+    data = json.loads(out.read_text())
+    for key in ("ms_per_frame", "reference_ms_per_frame", "speedup", "first_audio_frames", "prefill_tokens_cold",
+                "prefill_tokens_warm", "request_text_tokens", "ttfa_ms", "rtf", "peak_memory_gb", "dtype", "config"):
+        assert key in data, key
+    assert set(data["ttfa_ms"]) >= {"prefill", "first_frame", "first_decode"}
+    assert data["first_audio_frames"] == 1
+    assert data["prefill_tokens_warm"] == data["request_text_tokens"] < data["prefill_tokens_cold"]
+    assert data["dtype"] == "float32" and data["config"]["audio_num_codebooks"] == 32
+    assert data["ms_per_frame"] > 0 and data["reference_ms_per_frame"] > 0
+    assert results["speedup"] == data["speedup"]
+    assert "speedup" in capsys.readouterr().out

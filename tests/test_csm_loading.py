@@ -1,0 +1,123 @@
+"""Loading CSM, tokenizer and Mimi from local directories; hub failures become clear errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sesame_server.backends.base import BackendError
+from sesame_server.backends.csm import hub, loading
+from tests.csm_tiny import tiny_model_dir, tiny_settings
+
+
+def test_loads_every_piece_from_the_tiny_directory(tmp_path):
+    settings = tiny_settings(tmp_path)
+    assets = loading.load_assets(settings)
+    assert assets.model.args.audio_num_codebooks == 32
+    assert assets.model_id == str(tiny_model_dir())
+    ids = assets.tokenizer.encode("[0]Hello")
+    assert ids[0] == assets.tokenizer.bos_token_id and ids[-1] == assets.tokenizer.eos_token_id
+    assert assets.mimi.cfg.quantizer_nq == 32
+    codes = assets.mimi.encode(__import__("mlx.core").core.zeros((1, 1, 1920 * 2)))
+    assert codes.shape == (1, 32, 2)
+
+
+def test_tokenizer_and_mimi_accept_separate_local_paths(tmp_path):
+    tokenizer = loading.load_tokenizer(tiny_model_dir() / "tokenizer")
+    assert len(tokenizer.encode("[1]Hi there")) > 3
+    mimi = loading.load_mimi(tiny_model_dir() / "mimi")
+    assert mimi.cfg.quantizer_bins == 64
+
+
+def test_model_path_without_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="MODEL_PATH"):
+        loading.model_dir(tiny_settings(tmp_path, model_path=tmp_path))
+
+
+def test_missing_weights_are_named(tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir(), broken)
+    import mlx.core as mx
+
+    weights = mx.load(str(broken / "model.safetensors"))
+    weights.pop("codebook0_head.weight")
+    mx.save_safetensors(str(broken / "model.safetensors"), weights)
+    with pytest.raises(BackendError, match="codebook0_head"):
+        loading.load_csm(broken)
+
+
+def _hub_error(cls, message="nope"):
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
+def _offline_then(monkeypatch, failure):
+    """snapshot_download: nothing cached, then `failure` when asked to go online."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def fake(repo_id, **kwargs):
+        if kwargs.get("local_files_only"):
+            raise LocalEntryNotFoundError("not cached")
+        if callable(failure):
+            return failure(**kwargs)
+        raise failure
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+
+
+def test_gated_repo_without_token_says_set_hf_token(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError
+
+    _offline_then(monkeypatch, _hub_error(GatedRepoError))
+    with pytest.raises(hub.ModelFetchError, match="gated.*HF_TOKEN"):
+        hub.snapshot("sesame/csm-1b", hub.MODEL_PATTERNS, None, "the CSM model", required=("config.json",))
+
+
+def test_no_network_says_offline(monkeypatch):
+    _offline_then(monkeypatch, ConnectionError("Failed to resolve huggingface.co"))
+    with pytest.raises(hub.ModelFetchError, match="cannot be reached"):
+        hub.snapshot("mlx-community/csm-1b", hub.MODEL_PATTERNS, None, "the CSM model", required=("config.json",))
+
+
+def test_not_enough_disk_space_says_how_much(monkeypatch, tmp_path):
+    plan = [SimpleNamespace(file_size=4 * 10**15, will_download=True, filename="model.safetensors")]
+
+    def dry_run_only(**kwargs):
+        assert kwargs.get("dry_run"), "must check space before downloading"
+        return plan
+
+    _offline_then(monkeypatch, dry_run_only)
+    with pytest.raises(hub.ModelFetchError, match=r"needs 4000000\.0 GB"):
+        hub.snapshot("mlx-community/csm-1b", hub.MODEL_PATTERNS, "hf_x", "the CSM model", required=("config.json",))
+
+
+def test_cached_snapshot_is_used_without_network(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    calls = []
+
+    def fake(repo_id, **kwargs):
+        calls.append(kwargs)
+        assert kwargs.get("local_files_only"), "a cached model must not touch the network"
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    path = hub.snapshot("mlx-community/csm-1b", hub.MODEL_PATTERNS, None, "the CSM model",
+                        required=("config.json", "*.safetensors"))
+    assert path == tmp_path and len(calls) == 1
+
+
+def test_random_prompt_is_speech_like_noise():
+    from sesame_server.backends.csm.random_weights import random_voice_prompt
+
+    audio = random_voice_prompt(1.0, seed=3)
+    assert audio.dtype == np.float32 and len(audio) % 1920 == 0 and abs(len(audio) - 24_000) <= 1920
+    assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5

@@ -1,0 +1,146 @@
+"""The csm backend end to end: the real server on the tiny CSM, the official SDKs as clients.
+
+The tiny model is random, so its audio is noise; what a listener can still check is that
+every format decodes, at the promised rate, for as long as the frames generated, not silent.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import openai
+import pytest
+import requests
+import soundfile
+from elevenlabs import ElevenLabs
+from elevenlabs.core.api_error import ApiError
+
+from sesame_server.audio.formats import elevenlabs_format, openai_format
+from sesame_server.backends.csm import CsmBackend
+from tests.audio_check import assert_speech, decode
+from tests.csm_tiny import tiny_settings
+from tests.live import live_server
+
+TEXT = "Hello there. This is the conversational voice."
+FRAMES = 10  # per sentence: keeps the tiny model's noise short
+DECODED_RATE = {"opus": 48000}
+
+
+@pytest.fixture(scope="module")
+def csm_server(tmp_path_factory):
+    settings = tiny_settings(tmp_path_factory.mktemp("cache"), threads=8, warmup_on_start=True)
+    with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=FRAMES)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def oai(csm_server):
+    return openai.OpenAI(base_url=f"{csm_server.url}/v1", api_key="local", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def eleven(csm_server):
+    return ElevenLabs(base_url=csm_server.url, api_key="local")
+
+
+def check(server, data: bytes, container: str, rate: int, request_id: str) -> None:
+    job = server.job(request_id)
+    assert not job.interrupted and job.frames > 0
+    decoded = decode(data, container, rate)
+    assert_speech(decoded, sample_rate=DECODED_RATE.get(container, rate), seconds=job.audio_seconds)
+
+
+@pytest.mark.parametrize("response_format", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_openai_every_format_buffered(csm_server, oai, response_format):
+    response = oai.audio.speech.with_raw_response.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format=response_format)
+    fmt = openai_format(response_format)
+    assert response.headers["content-type"] == fmt.content_type
+    check(csm_server, response.content, fmt.container, fmt.sample_rate, response.headers["x-request-id"])
+
+
+@pytest.mark.parametrize("response_format", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_openai_every_format_streamed(csm_server, oai, response_format):
+    with oai.audio.speech.with_streaming_response.create(
+            model="gpt-4o-mini-tts", voice="echo", input=TEXT, response_format=response_format) as response:
+        assert response.headers["transfer-encoding"] == "chunked"
+        request_id = response.headers["x-request-id"]
+        data = b"".join(response.iter_bytes())
+    fmt = openai_format(response_format)
+    check(csm_server, data, fmt.container, fmt.sample_rate, request_id)
+
+
+def test_streamed_pcm_arrives_frame_by_frame(csm_server):
+    """First PCM block after one frame (80 ms = 3840 bytes at 24 kHz), more blocks follow."""
+    with requests.post(f"{csm_server.url}/v1/audio/speech", stream=True, json={
+            "model": "tts-1", "voice": "alloy", "input": "One sentence only.", "response_format": "pcm"}) as response:
+        chunks = [chunk for chunk in response.iter_content(chunk_size=None) if chunk]
+    job = csm_server.job(response.headers["x-request-id"])
+    assert job.frames == FRAMES
+    assert len(chunks[0]) <= 2 * 3840, f"first chunk held {len(chunks[0])} bytes: more than one frame's worth"
+    assert len(chunks) >= FRAMES // 2
+
+
+@pytest.mark.parametrize("output_format", ["mp3_44100_128", "pcm_24000", "opus_48000_64", "ulaw_8000"])
+def test_elevenlabs_convert_and_stream(csm_server, eleven, output_format):
+    voice_id = next(v.voice_id for v in eleven.voices.get_all().voices if "Max" in v.name)
+    fmt = elevenlabs_format(output_format)
+    for call in (eleven.text_to_speech.with_raw_response.convert, eleven.text_to_speech.with_raw_response.stream):
+        with call(voice_id, text=TEXT, output_format=output_format) as response:
+            data = b"".join(response.data)
+            check(csm_server, data, fmt.container, fmt.sample_rate, response.headers["request-id"])
+
+
+def test_health_reports_the_csm_model(csm_server):
+    body = requests.get(f"{csm_server.url}/health").json()
+    assert body["status"] == "ok"
+    model = body["model"]
+    assert model["loaded"] and model["dtype"] and model["rss_gb"] > 0
+    assert model["memory_gb"] is not None and model["peak_memory_gb"] is not None
+
+
+def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
+    backend = csm_server.engine.backend
+    rng = np.random.default_rng(0)
+    seconds = np.arange(24000 * 3) / 24000
+    reference = (0.3 * np.sin(2 * np.pi * 180 * seconds) * (1 + 0.2 * rng.standard_normal(len(seconds)))).astype(np.float32)
+    upload = io.BytesIO()
+    soundfile.write(upload, reference, 24000, format="WAV")
+    upload.seek(0)
+    created = eleven.voices.ivc.create(name="My Voice", files=[("me.wav", upload, "audio/wav")],
+                                       description="test", labels={"accent": "none"})
+    voice_id = created.voice_id
+    assert eleven.voices.get(voice_id).name == "My Voice"
+    assert any(v.voice_id == voice_id and v.category == "cloned" for v in eleven.voices.get_all().voices)
+
+    encodes = backend.mimi_encodes
+    fmt = elevenlabs_format("pcm_24000")
+    for expected_encodes in (encodes + 1, encodes + 1):  # encoded once, then from the cache
+        with eleven.text_to_speech.with_raw_response.convert(voice_id, text=TEXT, output_format="pcm_24000") as response:
+            data = b"".join(response.data)
+            check(csm_server, data, fmt.container, fmt.sample_rate, response.headers["request-id"])
+        assert backend.mimi_encodes == expected_encodes
+    assert voice_id in backend.status()["voices_prefilled"]
+
+    # The OpenAI dialect can use the cloned voice by id too.
+    response = openai.OpenAI(base_url=f"{csm_server.url}/v1", api_key="x").audio.speech.with_raw_response.create(
+        model="tts-1", voice=voice_id, input="Cloned.", response_format="wav")
+    assert decode(response.content, "wav").rms > 0.01
+
+    eleven.voices.delete(voice_id)
+    with pytest.raises(ApiError) as info:
+        eleven.voices.get(voice_id)
+    assert info.value.status_code == 404
+
+
+def test_random_weights_server_says_so(tmp_path):
+    settings = tiny_settings(tmp_path, model_path=None, random_weights="tiny")
+    with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=3)) as server:
+        body = requests.get(f"{server.url}/health").json()
+        assert "RANDOM WEIGHTS" in body["model"]["warning"]
+        assert body["model"]["id"] == "random-weights:tiny"
+        response = requests.post(f"{server.url}/v1/audio/speech",
+                                 json={"model": "tts-1", "voice": "nova", "input": "Noise.", "response_format": "wav"})
+        assert response.status_code == 200
+        assert decode(response.content, "wav").seconds == pytest.approx(3 * 0.08, abs=0.01)

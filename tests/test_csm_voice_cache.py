@@ -1,0 +1,143 @@
+"""Voice prompts are Mimi-encoded once (memory + disk) and their backbone prefix is reused."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from sesame_server.backends.csm import CsmBackend, csm_available
+from sesame_server.config import Settings
+from sesame_server.engine.request import ContextTurn
+from tests.csm_tiny import collect, make_request, tiny_model_dir, tiny_settings
+
+FRAMES = 4
+
+
+def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    collect(backend, make_request("A first request."))
+    assert backend.mimi_encodes == 1
+    cold = backend.last_prefill_tokens
+    voice_tokens = cold - backend.last_request_text_tokens
+    assert voice_tokens > 12  # the voice segment: its transcript, its audio frames, the end frame
+
+    collect(backend, make_request("A second, different request."))
+    assert backend.mimi_encodes == 1
+    assert backend.voice_cache_hits == 1
+    assert backend.last_prefill_tokens == backend.last_request_text_tokens
+
+    collect(backend, make_request("Another voice.", voice="conversational_a"))
+    assert backend.mimi_encodes == 2
+    status = backend.status()
+    assert status["mimi_encodes"] == 2 and status["voices_prefilled"] == ["conversational_a", "conversational_b"]
+
+    # The codes live on disk: a new process (backend) and a reload encode nothing.
+    assert len(list((tmp_path / "csm" / "voice_codes").glob("*.npz"))) == 2
+    fresh = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    collect(fresh, make_request("After a restart."))
+    assert fresh.mimi_encodes == 0
+    fresh.unload()
+    assert fresh.status()["loaded"] is False
+    collect(fresh, make_request("After an idle unload."))
+    assert fresh.mimi_encodes == 0 and fresh.status()["loaded"] is True
+
+
+def test_context_turns_sit_between_voice_and_text(tmp_path):
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    collect(backend, make_request("Warm the voice."))
+    codes = np.random.default_rng(0).integers(0, 60, (32, 5))
+    turns = (ContextTurn("What did you say?", speaker=1), ContextTurn("I said hello.", speaker=0, codes=codes))
+    collect(backend, make_request("And now this.", context=turns, previous_text="Earlier words."))
+    builder = backend._builder
+    context_tokens = (len(builder.text("What did you say?", 1)) + len(builder.segment("I said hello.", 0, codes))
+                      + len(builder.text("Earlier words.", 0)))
+    assert backend.last_prefill_tokens == context_tokens + backend.last_request_text_tokens
+    assert backend.last_codes.shape == (32, FRAMES)
+
+
+def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    collect(backend, make_request("Warm the voice."))
+    long_turns = tuple(
+        ContextTurn(f"Turn {i}.", speaker=i % 2, codes=np.full((32, 700), 3)) for i in range(4)
+    )  # 4 x ~700 tokens: more than the 2048-token window
+    blocks = collect(backend, make_request("Still speaking.", context=long_turns))
+    assert len(blocks) == FRAMES
+    assert backend.last_prefill_tokens < 2048
+    assert backend.last_prefill_tokens > 2 * 700  # the newest turns were kept
+    assert backend.voice_cache_hits == 1  # the voice prefix was reused, not dropped
+
+
+def test_voices_have_names_and_labels(tmp_path):
+    voices = {v.id: v for v in CsmBackend(tiny_settings(tmp_path)).voices()}
+    assert voices["conversational_b"].name == "Max (Conversational Male)"
+    assert voices["conversational_a"].labels["gender"] == "female"
+
+
+def test_csm_available_is_local_only(tmp_path):
+    assert csm_available(tiny_settings(tmp_path)) == (True, f"weights found locally: MODEL_PATH {tiny_model_dir()}")
+    ok, reason = csm_available(Settings(model_path=tmp_path / "nothing-here"))
+    assert not ok and "MODEL_PATH" in reason
+    ok, reason = csm_available(Settings(random_weights="tiny"))
+    assert ok and "random" in reason
+
+
+def test_random_weights_backend_says_it_is_noise(tmp_path, caplog):
+    backend = CsmBackend(Settings(random_weights="tiny", cache_dir=tmp_path), max_frames_per_sentence=3)
+    with caplog.at_level(logging.WARNING):
+        backend.load()
+    assert "RANDOM WEIGHTS" in caplog.text
+    blocks = collect(backend, make_request("Noise, loudly.", voice="conversational_a"))
+    assert len(blocks) == 3
+    status = backend.status()
+    assert status["random_weights"] == "tiny" and "NOISE" in status["warning"]
+    assert status["model_id"] == "random-weights:tiny"
+    assert status["memory_gb"] > 0 and status["rss_gb"] > 0 and status["peak_memory_gb"] >= status["memory_gb"]
+    assert not (tmp_path / "csm").exists()  # random prompts are not cached on disk
+
+
+@pytest.mark.parametrize("bits", ["8", "4"])
+def test_quantized_backend_generates(tmp_path, bits):
+    import mlx.nn as nn
+
+    backend = CsmBackend(tiny_settings(tmp_path, quantize=bits), max_frames_per_sentence=3)
+    blocks = collect(backend, make_request("Quantized speech."))
+    assert len(blocks) == 3 and all(np.isfinite(b).all() for b in blocks)
+    assert isinstance(backend.model.backbone.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    assert isinstance(backend.model.decoder.layers[0].mlp.down_proj, nn.QuantizedLinear)
+
+
+def test_long_text_drops_the_oldest_context_when_the_window_fills(tmp_path):
+    frames = 40
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=frames)
+    collect(backend, make_request("Warm the voice."))
+    voice_tokens = backend._prefixes["conversational_b"].length
+    builder = backend._builder
+    turn = ContextTurn("Old.", speaker=1, codes=np.full((32, 1940), 5))
+    turn_tokens = len(builder.segment(turn.text, turn.speaker, turn.codes))
+    first, second = "One more.", "Two more."
+    text1, text2 = len(builder.text(first, 0)), len(builder.text(second, 0))
+    assert voice_tokens + turn_tokens + text1 + frames < 2048 < voice_tokens + turn_tokens + text1 + frames + 2 + text2 + frames
+
+    collect(backend, make_request(f"{first} {second}", context=(turn,)))
+    assert backend.last_codes.shape == (32, 2 * frames)
+    # Sentence two did not fit: the old turn was dropped, sentence one (text, audio, end
+    # frame) re-laid after the cached voice prefix, which was never re-prefilled.
+    sentence_one = text1 + frames + 1
+    assert backend.last_prefill_tokens == (turn_tokens + text1) + (sentence_one + text2)
+    assert backend.voice_cache_hits == 1  # the second request started from the cached voice
+
+
+def test_download_all_uses_local_directories_offline(tmp_path, monkeypatch):
+    from sesame_server.backends.csm import hub, loading
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("must not touch the hub when everything is local")
+
+    monkeypatch.setattr(hub, "file", no_network)
+    monkeypatch.setattr(hub, "snapshot", no_network)
+    paths = loading.download_all(tiny_settings(tmp_path))
+    assert paths["model"] == tiny_model_dir()
+    assert paths["voice:conversational_a"].name == "conversational_a.wav"
