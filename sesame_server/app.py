@@ -12,6 +12,8 @@ from sesame_server.api import account, elevenlabs, elevenlabs_voices, openai, sy
 from sesame_server.api.errors import APIError, dialect_for_path, render
 from sesame_server.backends import Backend, create_backend
 from sesame_server.config import Settings, load_settings
+from sesame_server.context.conversation import remember_turns
+from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
 from sesame_server.logs import init_request_log, note_request
 from sesame_server.metrics import init_metrics
@@ -45,7 +47,10 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     if getattr(backend, "can_clone", False):
         for voice in custom_voices.list():
             catalogue.add(voice.as_voice())
-    rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices)
+    turns = None
+    if settings.context_enabled and settings.context_max_turns > 0 and getattr(backend, "uses_context", False):
+        turns = TurnCache(max_turns=settings.context_max_turns, max_seconds=settings.context_max_seconds)
+    rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices, turns=turns)
     app.extensions[EXTENSION] = rt
     for blueprint in (openai.bp, elevenlabs.bp, elevenlabs_voices.bp, account.bp, system.bp):
         app.register_blueprint(blueprint)
@@ -54,6 +59,8 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     app.after_request(_add_request_id)
     metrics = init_metrics(app, engine)  # GET /metrics, engine gauges, per-job observations
     init_request_log(app, metrics.observe_record)  # one JSON line per request
+    if turns is not None:
+        engine.on_job_done.append(remember_turns(turns, metrics.set_context_cache))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -1,4 +1,4 @@
-"""sesame-tts: serve | say | voices | bench."""
+"""sesame-tts: serve | say | voices | download | service | bench."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     voices = sub.add_parser("voices", help="list the voices")
     _backend_options(voices)
     voices.set_defaults(run=_voices)
+
+    download = sub.add_parser("download", help="fetch the CSM weights, Mimi, tokenizer and voice prompts ahead of time")
+    download.set_defaults(run=_download)
 
     from sesame_server import service
 
@@ -204,6 +207,26 @@ def _voices(args: argparse.Namespace, settings: Settings) -> int:
         default = "  (default)" if voice.id == catalogue.default.id else ""
         print(f"  {voice.id:<20} {voice.name}{default}")
     print("OpenAI voice names map to: " + ", ".join(f"{n}→{catalogue.resolve(n).id}" for n in sorted(OPENAI_VOICES)))
+    return 0
+
+
+def _download(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything CSM needs, into the Hugging Face cache (or checked in MODEL_PATH)."""
+    from sesame_server.backends import BackendError
+
+    try:
+        from sesame_server.backends.csm.loading import download_all
+    except ImportError as exc:
+        from sesame_server.failures import missing_dependency
+
+        raise _Failure(missing_dependency(exc, "sesame-tts download")) from None
+    try:
+        paths = download_all(settings)
+    except BackendError as exc:
+        raise _Failure(str(exc)) from None
+    for what, path in paths.items():
+        print(f"  {what:<28} {path}")
+    print("CSM is ready: `sesame-tts serve` uses it (BACKEND=auto picks it on Apple Silicon).")
     return 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from flask import current_app, g
 
 from sesame_server.config import Settings
+from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
 from sesame_server.voices.catalogue import VoiceCatalogue
 from sesame_server.voices.custom import CustomVoiceStore
@@ -22,6 +23,7 @@ class Runtime:
     engine: Engine
     catalogue: VoiceCatalogue
     custom_voices: CustomVoiceStore
+    turns: TurnCache | None = None  # conversation memory; None when off or the backend ignores context
     started_at: float = field(default_factory=time.time)
     characters_served: int = 0
 

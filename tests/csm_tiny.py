@@ -40,11 +40,11 @@ def tiny_settings(cache_dir: Path, **changes) -> Settings:
 
 
 def make_request(text: str = "Hello there.", *, voice: str = "conversational_b", seed: int | None = 1,
-                 context: tuple[ContextTurn, ...] = (), **fields) -> SpeechRequest:
+                 context: tuple[ContextTurn, ...] = (), request_id: str = "test", **fields) -> SpeechRequest:
     from sesame_server.engine.text import split_sentences
 
     return SpeechRequest(
-        text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id="test",
+        text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id=request_id,
         seed=seed, context=context, **fields,
     )
 

@@ -141,3 +141,18 @@ def test_download_all_uses_local_directories_offline(tmp_path, monkeypatch):
     paths = loading.download_all(tiny_settings(tmp_path))
     assert paths["model"] == tiny_model_dir()
     assert paths["voice:conversational_a"].name == "conversational_a.wav"
+
+
+def test_download_command_checks_a_local_directory_offline(tmp_path, monkeypatch, capsys):
+    from sesame_server.cli import main
+
+    monkeypatch.setenv("MODEL_PATH", str(tiny_model_dir()))
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--env-file", str(tmp_path / "none.env"), "download"]) == 0
+    out = capsys.readouterr().out
+    assert str(tiny_model_dir()) in out and "conversational_b.wav" in out
+
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path))  # no weights there
+    assert main(["--env-file", str(tmp_path / "none.env"), "download"]) == 1
+    assert "MODEL_PATH" in capsys.readouterr().err

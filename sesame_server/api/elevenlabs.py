@@ -11,9 +11,10 @@ from typing import Iterator
 from flask import Blueprint, Response, jsonify, request
 
 from sesame_server.api.errors import APIError, elevenlabs_error
-from sesame_server.api.streaming import encoded_chunks, pipeline_for, start_job
+from sesame_server.api.streaming import context_headers, encoded_chunks, pipeline_for, speech_context, start_job
 from sesame_server.audio.formats import OutputFormat, UnsupportedFormat, elevenlabs_format
 from sesame_server.engine.alignment import CharacterTimeline, estimate_alignment
+from sesame_server.engine.job import Job
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.engine.text import split_sentences
 from sesame_server.logs import note_request
@@ -45,7 +46,7 @@ def convert(voice_id: str) -> Response:
     job, blocks = start_job(rt.engine, parsed.speech)
     audio = b"".join(encoded_chunks(job, blocks, pipeline_for(rt.engine, parsed.fmt, parsed.speech.speed,
                                                               streaming=False), 1 << 30))
-    return _audio_response(audio, parsed)
+    return _audio_response(audio, parsed, job)
 
 
 @bp.post("/<voice_id>/stream")
@@ -54,7 +55,7 @@ def stream(voice_id: str) -> Response:
     rt = runtime()
     job, blocks = start_job(rt.engine, parsed.speech)
     pipeline = pipeline_for(rt.engine, parsed.fmt, parsed.speech.speed, streaming=True)
-    return _audio_response(encoded_chunks(job, blocks, pipeline, rt.settings.stream_chunk_size), parsed)
+    return _audio_response(encoded_chunks(job, blocks, pipeline, rt.settings.stream_chunk_size), parsed, job)
 
 
 @bp.post("/<voice_id>/with-timestamps")
@@ -67,7 +68,7 @@ def convert_with_timestamps(voice_id: str) -> Response:
     alignment = estimate_alignment(parsed.speech.text, pipeline.seconds_out).as_dict()
     body = {"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": alignment,
             "normalized_alignment": alignment}
-    return _with_headers(jsonify(body), parsed)
+    return _with_headers(jsonify(body), parsed, job)
 
 
 @bp.post("/<voice_id>/stream/with-timestamps")
@@ -90,7 +91,7 @@ def stream_with_timestamps(voice_id: str) -> Response:
         finally:
             chunks.close()
 
-    return _with_headers(Response(lines(), content_type="application/x-ndjson"), parsed)
+    return _with_headers(Response(lines(), content_type="application/x-ndjson"), parsed, job)
 
 
 def _ndjson_line(audio: bytes, alignment: dict) -> bytes:
@@ -100,11 +101,12 @@ def _ndjson_line(audio: bytes, alignment: dict) -> bytes:
     return (json.dumps(line, separators=(",", ":")) + "\n").encode()
 
 
-def _audio_response(audio, parsed: ParsedSpeech) -> Response:
-    return _with_headers(Response(audio, content_type=parsed.fmt.content_type), parsed)
+def _audio_response(audio, parsed: ParsedSpeech, job: Job) -> Response:
+    return _with_headers(Response(audio, content_type=parsed.fmt.content_type), parsed, job)
 
 
-def _with_headers(response: Response, parsed: ParsedSpeech) -> Response:
+def _with_headers(response: Response, parsed: ParsedSpeech, job: Job) -> Response:
+    response.headers.update(context_headers(job))
     characters = str(len(parsed.speech.text))
     response.headers["character-cost"] = characters
     response.headers["x-character-count"] = characters
@@ -133,14 +135,8 @@ def _parse(voice_id: str, *, streaming: bool) -> ParsedSpeech:
     fmt = _output_format(rt, body, streaming)
     settings = _voice_settings(body.get("voice_settings"))
     seed = _seed(body.get("seed"))
-    for key in ("previous_text", "next_text"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise APIError(422, f"{key} must be a string.", param=key, code="string_type")
-    for key in ("previous_request_ids", "next_request_ids"):
-        ids = body.get(key)
-        if ids is not None and (not isinstance(ids, list) or len(ids) > 3 or not all(isinstance(i, str) for i in ids)):
-            raise APIError(422, f"{key} must be a list of at most 3 request ids.", param=key, code="list_type")
     latency = _optimize_streaming_latency()
+    context = speech_context(body, voice.id, invalid_status=422)
     speech = SpeechRequest(
         text=text,
         sentences=tuple(split_sentences(text)),
@@ -151,10 +147,12 @@ def _parse(voice_id: str, *, streaming: bool) -> ParsedSpeech:
         seed=seed,
         temperature=_TEMPERATURE_AT_ZERO_STABILITY - _TEMPERATURE_SPAN * settings["stability"],
         first_chunk_frames=1 if latency else None,
-        previous_text=body.get("previous_text") or None,
+        previous_text=context.previous_text,
         next_text=body.get("next_text") or None,
         voice_prompt=rt.custom_voices.prompt(voice.id),
         dialect="elevenlabs",
+        context=context.context,
+        conversation=context.conversation,
     )
     note_request(format=fmt.name, streamed=streaming)
     return ParsedSpeech(speech=speech, fmt=fmt, settings=settings)

@@ -7,7 +7,8 @@ import math
 from flask import Blueprint, Response, jsonify, request
 
 from sesame_server.api.errors import APIError, openai_error
-from sesame_server.api.streaming import encoded_chunks, pipeline_for, sse_events, start_job
+from sesame_server.api.streaming import (context_headers, encoded_chunks, pipeline_for, speech_context, sse_events,
+                                         start_job)
 from sesame_server.audio.formats import OPENAI_FORMATS, UnsupportedFormat, openai_format
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.engine.text import split_sentences
@@ -48,10 +49,12 @@ def create_speech() -> Response:
         raise APIError(400, f"instructions must be a string of at most {_MAX_INSTRUCTIONS} characters.",
                        param="instructions", code="invalid_value")
 
+    context = speech_context(body, voice, invalid_status=400)
     speech = SpeechRequest(
         text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id=request_id(),
         speed=speed, stream=True, instructions=instructions or None, voice_prompt=rt.custom_voices.prompt(voice),
-        dialect="openai",
+        dialect="openai", context=context.context, previous_text=context.previous_text,
+        conversation=context.conversation,
     )
     note_request(format=fmt.name, streamed=True)
     # OpenAI always answers with chunked audio: every response here streams.
@@ -64,8 +67,8 @@ def create_speech() -> Response:
             return {"input_tokens": input_tokens, "output_tokens": job.frames,
                     "total_tokens": input_tokens + job.frames}
         return Response(sse_events(chunks, usage), content_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache"})
-    return Response(chunks, content_type=fmt.content_type)
+                        headers={"Cache-Control": "no-cache", **context_headers(job)})
+    return Response(chunks, content_type=fmt.content_type, headers=context_headers(job))
 
 
 def _string(body: dict, key: str, default: str) -> str:

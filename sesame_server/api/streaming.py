@@ -54,6 +54,22 @@ def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.n
     return job, itertools.chain([first], blocks)
 
 
+def context_headers(job: Job) -> dict[str, str]:
+    """Conversation memory at work: prior turns that conditioned the audio, tokens prefilled.
+
+    Read after start_job(): the first audio block exists, so the prefill is done."""
+    return {"X-Context-Turns": str(job.context_turns or 0), "X-Prefill-Tokens": str(job.prefill_tokens or 0)}
+
+
+def speech_context(body: dict, voice: str, *, invalid_status: int):
+    """The request's conversation context (explicit fields, or its implicit session)."""
+    from sesame_server.context.conversation import plan_context
+
+    rt = runtime()
+    return plan_context(rt.turns, rt.settings, body, voice, invalid_status=invalid_status,
+                        observe_lookup=metrics().observe_context_lookup)
+
+
 def encoded_chunks(
     job: Job,
     blocks: Iterator[np.ndarray],

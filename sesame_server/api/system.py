@@ -34,7 +34,14 @@ def health() -> Response:
         "requests_served": engine_status["requests_served"],
         "interruptions": engine_status["interruptions"],
         "avg_generation_time_ms": engine_status["avg_generation_time_ms"],
-        "context_cache_size": 0,
+        "context_cache_size": len(rt.turns) if rt.turns is not None else 0,
+        "context": {
+            "enabled": rt.turns is not None,
+            "turns": len(rt.turns) if rt.turns is not None else 0,
+            "bytes": rt.turns.nbytes if rt.turns is not None else 0,
+            "hits": rt.turns.hits if rt.turns is not None else 0,
+            "misses": rt.turns.misses if rt.turns is not None else 0,
+        },
     }
     if engine.load_error is not None and state == "error":
         body["error"] = describe_startup_failure(engine.load_error, rt.settings)

@@ -30,10 +30,18 @@ class Turn:
     seconds: float = 0.0
     audio_ref: str | None = None
     created_at: float = field(default_factory=time.monotonic)
+    # (sentence, codes) as generated, when the turn spans several sentences: replaying
+    # them as separate segments reproduces exactly what the model saw while speaking.
+    segments: tuple[tuple[str, np.ndarray], ...] = ()
+
+    @property
+    def parts(self) -> tuple[tuple[str, np.ndarray | None], ...]:
+        return self.segments or ((self.text, self.codes),)
 
     @property
     def nbytes(self) -> int:
-        return (0 if self.codes is None else self.codes.nbytes) + len(self.text) * 4 + 256
+        arrays = [codes for _, codes in self.segments] + [self.codes]
+        return sum(a.nbytes for a in arrays if a is not None) + len(self.text) * 4 + 256
 
 
 @dataclass
@@ -104,6 +112,18 @@ class TurnCache:
                 if turn is not None and turn.owner == owner:
                     self.hits += 1
                     return turn
+            self.misses += 1
+            return None
+
+    def find_text(self, owner: str, text: str) -> Turn | None:
+        """The newest turn of `owner` that spoke exactly `text` (ElevenLabs previous_text)."""
+        wanted = " ".join(text.split())
+        with self._lock:
+            for state in reversed(self._sessions.values()):
+                for turn in reversed(state.turns.values()):
+                    if turn.owner == owner and " ".join(turn.text.split()) == wanted:
+                        self.hits += 1
+                        return turn
             self.misses += 1
             return None
 

@@ -211,6 +211,7 @@ class Engine:
                 if job.first_audio_at is None:
                     job.first_audio_at = time.monotonic()
                 job.samples += len(block)
+                self._note_backend_stats(job)  # before the block: its reader sees them
                 job.results.put(block)
                 if job.cancel.is_set():
                     break
@@ -222,12 +223,20 @@ class Engine:
                 log.error(out_of_memory(exc))
             job.results.put(exc)
         finally:
+            self._note_backend_stats(job)
+            job.segments = tuple(getattr(self.backend, "last_segments", None) or ())
             job.finished_at = time.monotonic()
             job.interrupted = job.cancel.is_set()
             self.current = None
             self._last_activity = time.monotonic()
+            # Observers (context memory, metrics) run before the client sees the end, so a
+            # client's next request already finds this turn remembered.
+            self._record(job)
             job.results.put(END)
-        self._record(job)
+
+    def _note_backend_stats(self, job: Job) -> None:
+        job.prefill_tokens = getattr(self.backend, "last_prefill_tokens", None)
+        job.context_turns = getattr(self.backend, "last_context_turns", None)
 
     def _record(self, job: Job) -> None:
         self.requests_served += 1

@@ -45,6 +45,11 @@ class Job:
     sample_rate: int = 0
     frame_seconds: float = 0.08
     interrupted: bool = False
+    # Filled in by backends that report them (csm): what conditioned the generation, and
+    # its audio as (sentence, Mimi codes [codebooks, frames]) pairs for the context cache.
+    prefill_tokens: int | None = None
+    context_turns: int | None = None
+    segments: tuple = ()
 
     @property
     def priority(self) -> int:

@@ -16,6 +16,16 @@ class ContextTurn:
     text: str
     speaker: int = 0
     codes: object | None = None
+    turn_id: str | None = None  # request id of the generation it came from; None if text-only
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where this request's own turn goes once generated (the context cache's keys)."""
+
+    session: str  # whose turns follow each other: X-Session-Id, else (API key, address, voice)
+    owner: str  # who may reference the turn later: X-Session-Id, else (API key, address)
+    audio_ref: str | None = None  # the client's own name for this turn
 
 
 @dataclass(frozen=True)
@@ -45,3 +55,10 @@ class SpeechRequest:
     context: tuple[ContextTurn, ...] = field(default=())
     dialect: str = ""  # "openai" | "elevenlabs": labels metrics
     voice_prompt: VoicePrompt | None = None  # set for cloned voices; `voice` is then its id
+    conversation: Conversation | None = None  # None: not remembered (context off, or no codes)
+
+    @property
+    def context_turns(self) -> int:
+        """Prior turns (generations or text-only lines) conditioning this request."""
+        ids = {t.turn_id for t in self.context if t.turn_id}
+        return len(ids) + sum(1 for t in self.context if not t.turn_id) + (1 if self.previous_text else 0)

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -44,6 +45,7 @@ class CsmBackend:
     name = "csm"
     sample_rate = 24_000
     native_speed = False
+    uses_context = True  # conditions on prior turns' codes (conversation memory)
     can_clone = True  # a voice is a prompt segment: any reference recording works
     frame_seconds = FRAME_SECONDS
 
@@ -67,6 +69,12 @@ class CsmBackend:
         self.last_request_text_tokens = 0
         self.frames_generated = 0
         self.last_codes: np.ndarray | None = None
+        self.last_context_turns = 0
+        self.context_kv_hits = 0  # requests that continued the cached conversation state
+        self.context_kv_misses = 0  # requests with context that had to prefill it
+        self._spoken: list[_Spoken] = []
+        self._streams = 0
+        self._tail: _Tail | None = None
         self.last_timings: dict[str, float] = {}
         self.loads = 0
 
@@ -149,6 +157,7 @@ class CsmBackend:
         self.mimi_encodes_before_load += self._voices.encodes if self._voices else 0
         self._assets = self._loop = self._codec = self._builder = self._voices = None
         self._prefixes.clear()
+        self._tail = None
         gc.collect()
         mx.clear_cache()
         log.info("CSM unloaded (MLX active memory now %.2f GB)", mx.get_active_memory() / 1e9)
@@ -204,6 +213,9 @@ class CsmBackend:
             "last_prefill_tokens": self.last_prefill_tokens,
             "last_request_text_tokens": self.last_request_text_tokens,
             "frames_generated": self.frames_generated,
+            "last_context_turns": self.last_context_turns,
+            "context_kv_hits": self.context_kv_hits,
+            "context_kv_misses": self.context_kv_misses,
             "last_timings_ms": {k: round(v * 1000, 1) for k, v in self.last_timings.items()},
         }
         if self.settings.random_weights:
@@ -244,27 +256,43 @@ class CsmBackend:
         self.last_timings = {}
         self.frames_generated = 0
         self.last_codes = None
+        self._spoken = []
+        self._streams += 1
+        tail, self._tail = self._tail, None  # whatever happens now, the cache moves on
         params, key = _sampling(request)
         chunker = _Chunker(request.first_chunk_frames or self.settings.stream_buffer_frames)
 
         with mx.stream(self._gen_stream):
             voice = self.voice_prompt(request.voice, request.voice_prompt)
-            prefix, prefilled = self._voice_prefix(voice)
-            loop.cache.restore(prefix)
-        history = [builder.segment(t.text, t.speaker, _codes(t.codes)) for t in request.context]
+        # (key, frames) per context segment, oldest first; keys say what the KV cache holds.
+        history = [(_turn_key(t.turn_id, t.text, t.speaker), builder.segment(t.text, t.speaker, _codes(t.codes)))
+                   for t in request.context]
         if request.previous_text:
-            history.append(builder.text(request.previous_text, voice.speaker))
-        pending = TokenFrames.concat(history, builder.width)  # context goes in with sentence 1
+            history.append((_turn_key(None, request.previous_text, voice.speaker),
+                            builder.text(request.previous_text, voice.speaker)))
+        sentences = [s for s in request.sentences if s.strip()]
+        texts = [builder.text(sentence, voice.speaker) for sentence in sentences]
+        if not texts:
+            return
+        resumed = self._resume(tail, voice, [k for k, _ in history], texts[0])
+        if resumed is not None:
+            pending, in_cache, prefilled = resumed, list(tail.keys), 0
+        else:
+            with mx.stream(self._gen_stream):
+                _, prefilled = self._voice_prefix(voice, restore=True)
+            pending = TokenFrames.concat([f for _, f in history], builder.width)  # goes in with sentence 1
+            in_cache = [k for k, _ in history]
+        self.last_context_turns = _count_turns(in_cache)
         text_tokens = 0
-        all_frames: list[np.ndarray] = []
         self._codec.reset()  # no Mimi state may leak from the previous utterance
-        for index, sentence in enumerate(s for s in request.sentences if s.strip()):
-            text = builder.text(sentence, voice.speaker)
+        for index, (sentence, text) in enumerate(zip(sentences, texts)):
             text_tokens += len(text)
             max_frames = self._max_frames(len(text))
             pending = TokenFrames.concat([pending, text], builder.width)
             if loop.cache.offset + len(pending) + max_frames + 1 > loop.max_len:
-                pending, max_frames = self._make_room(prefix, history, text, max_frames)
+                pending, max_frames, extra = self._make_room(voice, history, text, max_frames)
+                prefilled += extra
+                in_cache = [k for k, _ in history]
             prefill_started = time.perf_counter()
             with mx.stream(self._gen_stream):
                 last_h = loop.prefill(pending)
@@ -277,7 +305,8 @@ class CsmBackend:
             prefilled += len(pending)
             self.last_prefill_tokens = prefilled
             self.last_request_text_tokens = text_tokens
-            sentence_frames: list[np.ndarray] = []
+            spoken = _Spoken(sentence)
+            self._spoken.append(spoken)
             frame_started = time.perf_counter()
             while True:
                 with mx.stream(self._gen_stream):
@@ -286,7 +315,7 @@ class CsmBackend:
                     break
                 _, host, pcm = item
                 self.last_timings.setdefault("first_frame", time.perf_counter() - frame_started)
-                sentence_frames.append(host)
+                spoken.frames.append(host)
                 self.frames_generated += 1
                 decode_started = time.perf_counter()
                 block = chunker.push(np.array(pcm))
@@ -296,17 +325,47 @@ class CsmBackend:
                     yield block
                 if cancel.is_set():
                     break
-            all_frames.extend(sentence_frames)
-            self.last_codes = _frames_to_codes(all_frames, builder)
+            self.last_codes = _frames_to_codes([f for s in self._spoken for f in s.frames], builder)
             if loop.state.cancelled or cancel.is_set():
                 return
-            audio = builder.audio(_frames_to_codes(sentence_frames, builder))
-            history.append(TokenFrames.concat([text, audio], builder.width))
+            spoken.complete = True
+            own = _turn_key(request.request_id, sentence, voice.speaker)
+            history.append((own, TokenFrames.concat([text, builder.audio(spoken.codes(builder))], builder.width)))
+            in_cache.append(own)
             pending = loop.closing_frames(builder.width)  # close sentence k before k+1
         rest = chunker.flush()
         if rest is not None:
             yield rest
+        # The cache now holds this whole turn: the next turn of the conversation starts here.
+        self._tail = _Tail(voice.voice_id, tuple(in_cache), self._streams, loop.cache.offset, pending)
         self.last_timings["total"] = time.perf_counter() - started
+
+    @property
+    def last_segments(self) -> tuple[tuple[str, np.ndarray], ...]:
+        """(sentence, codes) of the last generation as spoken; a cut-off sentence keeps its audio."""
+        if self._builder is None:
+            return ()
+        return tuple((s.sentence, s.codes(self._builder)) for s in self._spoken if s.complete or s.frames)
+
+    def _resume(self, tail: "_Tail | None", voice: VoicePrompt, keys: list, first_text):
+        """Closing frames to prefill if the KV cache still holds this request's context, else None.
+
+        It does when the previous generation (nothing ran since) was the last turn of this
+        conversation in this voice: the request's context is then a suffix of what the
+        cache holds (older turns the session has dropped may stay until the window fills).
+        """
+        if (tail is None or not keys or tail.stream != self._streams - 1 or tail.voice_id != voice.voice_id
+                or tail.offset != self._loop.cache.offset):
+            return None
+        if len(keys) > len(tail.keys) or list(tail.keys[len(tail.keys) - len(keys):]) != keys:
+            self.context_kv_misses += 1
+            return None
+        room = self._loop.max_len - self._loop.cache.offset - len(tail.closing) - len(first_text) - 1
+        if room < self._max_frames(len(first_text)):
+            self.context_kv_misses += 1  # window full: re-lay the context from the turns
+            return None
+        self.context_kv_hits += 1
+        return tail.closing
 
     def _decode(self, codes):
         import mlx.core as mx
@@ -314,14 +373,18 @@ class CsmBackend:
         with mx.stream(self._decode_stream):
             return self._codec.decode_frame(codes)
 
-    def _voice_prefix(self, voice: VoicePrompt):
-        """The voice segment's KV snapshot (prefilled now if new) and tokens prefilled for it."""
+    def _voice_prefix(self, voice: VoicePrompt, restore: bool = False, count: bool = True):
+        """The voice segment's KV snapshot (prefilled now if new) and tokens prefilled for it.
+
+        With `restore`, the cache is left holding exactly the voice segment."""
         import mlx.core as mx
 
         snapshot = self._prefixes.get(voice.voice_id)
         if snapshot is not None:
             self._prefixes.move_to_end(voice.voice_id)
-            self.voice_cache_hits += 1
+            self.voice_cache_hits += count
+            if restore:
+                self._loop.cache.restore(snapshot)
             return snapshot, 0
         frames = self._builder.segment(voice.text, voice.speaker, voice.codes)
         if len(frames) + 2 >= self._loop.max_len:
@@ -341,24 +404,60 @@ class CsmBackend:
         # Generous: ~12 frames (~1 s) per text token, the model normally stops much earlier.
         return int(min(MAX_SECONDS_PER_SENTENCE / FRAME_SECONDS, 25 + 12 * text_tokens))
 
-    def _make_room(self, prefix, history: list, text, max_frames: int):
-        """Re-lay the context within the window: drop the oldest segments, never the voice."""
+    def _make_room(self, voice: VoicePrompt, history: list, text, max_frames: int):
+        """Re-lay the context within the window: drop the oldest segments, never the voice.
+
+        Returns (frames to prefill, max frames, voice tokens prefilled); `history` keeps
+        what stays."""
+        import mlx.core as mx
+
         from .prompt import TokenFrames
 
         loop, width = self._loop, self._builder.width
-        base = prefix.length if prefix is not None else 0
+        with mx.stream(self._gen_stream):
+            prefix, prefilled = self._voice_prefix(voice, restore=True, count=False)  # same request
         kept = list(history)
-        while kept and base + sum(map(len, kept)) + len(text) + max_frames + 1 > loop.max_len:
+        while kept and prefix.length + sum(len(f) for _, f in kept) + len(text) + max_frames + 1 > loop.max_len:
             kept.pop(0)
         history[:] = kept
-        room = loop.max_len - base - sum(map(len, kept)) - len(text) - 1
+        room = loop.max_len - prefix.length - sum(len(f) for _, f in kept) - len(text) - 1
         if room < 1:
             raise BackendError("the sentence does not fit in CSM's 2048-token window next to the voice prompt")
-        if room < max_frames:
-            max_frames = room
-        loop.cache.restore(prefix)
+        max_frames = min(max_frames, room)
         log.debug("Context window full: kept %d segments, up to %d frames", len(kept), max_frames)
-        return TokenFrames.concat([*kept, text], width), max_frames
+        return TokenFrames.concat([*(f for _, f in kept), text], width), max_frames, prefilled
+
+
+@dataclass(eq=False)
+class _Spoken:
+    """One sentence as generated so far."""
+
+    sentence: str
+    frames: list = field(default_factory=list)  # codes [codebooks] per frame
+    complete: bool = False
+
+    def codes(self, builder) -> np.ndarray:
+        return _frames_to_codes(self.frames, builder)
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """What the backbone KV cache holds after a completed generation."""
+
+    voice_id: str
+    keys: tuple  # _turn_key of every segment after the voice prompt, oldest first
+    stream: int  # the generation that left it (any later one invalidates it)
+    offset: int  # cache length it left (anything else touching the cache changes it)
+    closing: object  # TokenFrames still to feed to close the last segment
+
+
+def _turn_key(turn_id: str | None, text: str, speaker: int) -> tuple:
+    return (turn_id, text, speaker)
+
+
+def _count_turns(keys: list) -> int:
+    """Distinct turns among segment keys (a generation spans one segment per sentence)."""
+    return len({k[0] for k in keys if k[0]}) + sum(1 for k in keys if not k[0])
 
 
 class _Chunker:
