@@ -23,6 +23,7 @@ import platform
 import statistics
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sesame_server.config import Settings
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
             reference += ref["intervals"]
             reference_first.append(ref["first_frame_s"])
     decode_ms = _mimi_decode_ms(backend)
+    conversation = _conversation_turn(backend, request, frames)
 
     ms = _median_ms(ours)
     streaming_ms = _median_ms(streaming)
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         "ttfa_ms": warm["ttfa_ms"],
         "ttfa_cold_ms": cold["ttfa_ms"],
         "reference_first_frame_ms": _median_ms(reference_first) if reference_first else None,
+        "context_turn": conversation,
         "rtf": round(streaming_ms / 80.0, 3) if streaming_ms else None,
         "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 3),
         "rss_gb": backend.status()["rss_gb"],
@@ -118,10 +121,30 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     return results
 
 
-def _request(text: str, voice: str):
+def _request(text: str, voice: str, request_id: str = "bench", context: tuple = ()):
     from sesame_server.engine.request import SpeechRequest
 
-    return SpeechRequest(text=text, sentences=(text,), voice=voice, request_id="bench", seed=0, stream=True)
+    return SpeechRequest(text=text, sentences=(text,), voice=voice, request_id=request_id, seed=0, stream=True,
+                         context=context)
+
+
+def _conversation_turn(backend, request, frames: int) -> dict:
+    """A second turn conditioned on the first: continuing the cached KV state vs a full prefill."""
+    from sesame_server.engine.request import ContextTurn
+
+    _timed_request(backend, request, frames)
+    context = tuple(ContextTurn(text=text, codes=codes, turn_id=request.request_id)
+                    for text, codes in backend.last_segments)
+    turn = _request("And that is the end of the story.", request.voice, "bench-turn-2", context)
+    continued = _timed_request(backend, turn, frames)
+    _timed_request(backend, replace(request, request_id="bench-other"), frames)  # the cache moves on
+    full = _timed_request(backend, turn, frames)
+    return {
+        "prefill_tokens_continued": continued["prefill_tokens"],
+        "prefill_tokens_full": full["prefill_tokens"],
+        "ttfa_continued_ms": continued["ttfa_ms"]["total"],
+        "ttfa_full_ms": full["ttfa_ms"]["total"],
+    }
 
 
 def _timed_request(backend, request, frames: int) -> dict:
@@ -224,4 +247,7 @@ def _print_table(r: dict) -> None:
     row("TTFA cold ms: prefill/first frame/decode", f"{c['prefill']} / {c['first_frame']} / {c['first_decode']}"
         f"  (total {c['total']})")
     row("reference: prefill + first frame ms", r["reference_first_frame_ms"])
+    turn = r["context_turn"]
+    row("turn 2 prefill tokens: continued / full", f"{turn['prefill_tokens_continued']} / {turn['prefill_tokens_full']}")
+    row("turn 2 TTFA ms: continued / full", f"{turn['ttfa_continued_ms']} / {turn['ttfa_full_ms']}")
     row("peak MLX memory GB / RSS GB", f"{r['peak_memory_gb']} / {r['rss_gb']}")

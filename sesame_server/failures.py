@@ -110,7 +110,7 @@ def model_load_failure(exc: BaseException, *, model_id: str | None = None, cache
 
 def classify_load_error(exc: BaseException) -> str:
     """auth | not_found | disk | network | other, looking through the exception's cause chain."""
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         names = {cls.__name__ for cls in type(err).__mro__}
         status = getattr(getattr(err, "response", None), "status_code", None)
         text = str(err).lower()
@@ -150,7 +150,7 @@ _OOM_MARKERS = ("out of memory", "insufficient memory", "outofmemory", "failed t
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
             return True
         if any(marker in str(err).lower() for marker in _OOM_MARKERS):
@@ -228,7 +228,8 @@ def describe_startup_failure(exc: BaseException, settings: object | None = None)
     )
 
 
-def _chain(exc: BaseException):
+def exception_chain(exc: BaseException):
+    """`exc`, then its causes and contexts, each once."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

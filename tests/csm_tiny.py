@@ -16,6 +16,7 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 from sesame_server.config import Settings
 from sesame_server.engine.request import ContextTurn, SpeechRequest
@@ -37,6 +38,18 @@ def tiny_settings(cache_dir: Path, **changes) -> Settings:
     return Settings(
         backend="csm", model_path=tiny_model_dir(), cache_dir=Path(cache_dir), warmup_on_start=False,
     ).replace(**changes)
+
+
+def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False) -> Iterator:
+    """A loaded tiny CsmBackend for a test module: `yield from` it in a module fixture."""
+    from sesame_server.backends.csm import CsmBackend
+
+    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=frames)
+    backend.load()
+    if warmup:
+        backend.warmup()
+    yield backend
+    backend.unload()
 
 
 def make_request(text: str = "Hello there.", *, voice: str = "conversational_b", seed: int | None = 1,

@@ -26,4 +26,8 @@ def test_bench_tiny_writes_the_documented_json(tmp_path, capsys):
     assert data["dtype"] == "float32" and data["config"]["audio_num_codebooks"] == 32
     assert data["ms_per_frame"] > 0 and data["reference_ms_per_frame"] > 0
     assert results["speedup"] == data["speedup"]
+    turn = data["context_turn"]  # turn 2 of a conversation: continued KV state vs full prefill
+    # The full prefill re-reads turn 1 (text, 4 frames, end frame); continuing feeds only
+    # its last frame and end frame, not yet in the cache.
+    assert turn["prefill_tokens_full"] - turn["prefill_tokens_continued"] == data["request_text_tokens"] + 4 + 1 - 2
     assert "speedup" in capsys.readouterr().out

@@ -7,19 +7,15 @@ import threading
 import numpy as np
 import pytest
 
-from sesame_server.backends.csm import CsmBackend
 from sesame_server.engine.request import ContextTurn
-from tests.csm_tiny import collect, make_request, tiny_settings
+from tests.csm_tiny import collect, make_request, loaded_backend
 
 FRAMES = 8
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=FRAMES)
-    backend.load()
-    yield backend
-    backend.unload()
+    yield from loaded_backend(tmp_path_factory, FRAMES)
 
 
 def as_context(request_id: str, segments) -> tuple[ContextTurn, ...]:

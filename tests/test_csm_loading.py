@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from sesame_server.backends.base import BackendError
 from sesame_server.backends.csm import hub, loading
+from sesame_server.config import Settings
 from tests.csm_tiny import tiny_model_dir, tiny_settings
 
 
@@ -37,8 +39,6 @@ def test_model_path_without_weights_is_a_clear_error(tmp_path):
 
 
 def test_missing_weights_are_named(tmp_path):
-    import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir(), broken)
     import mlx.core as mx
@@ -121,3 +121,36 @@ def test_random_prompt_is_speech_like_noise():
     audio = random_voice_prompt(1.0, seed=3)
     assert audio.dtype == np.float32 and len(audio) % 1920 == 0 and abs(len(audio) - 24_000) <= 1920
     assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5
+
+
+def _fake_hub_cache(root, repo_id: str, source) -> None:
+    """The hub cache layout (refs/main -> snapshots/<rev>/) holding `source`'s model files."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(source / name, snapshot / name)
+
+
+@pytest.mark.parametrize("system, machine, cached, expected", [
+    ("Darwin", "arm64", True, "csm"),     # Apple Silicon with the weights in the hub cache
+    ("Darwin", "arm64", False, "piper"),  # no weights yet: speak with the embedded voice
+    ("Linux", "x86_64", True, "piper"),   # CSM on a CPU is far slower than real time
+])
+def test_backend_auto_picks_csm_on_apple_silicon_with_weights(tmp_path, monkeypatch, system, machine, cached,
+                                                              expected):
+    import huggingface_hub.constants
+
+    from sesame_server import backends
+
+    assert (tiny_model_dir() / "model.safetensors").is_file()
+    if cached:
+        _fake_hub_cache(tmp_path / "hub", "mlx-community/csm-1b", tiny_model_dir())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(backends.platform, "system", lambda: system)
+    monkeypatch.setattr(backends.platform, "machine", lambda: machine)
+    settings = Settings(backend="auto", cache_dir=tmp_path, mimi_id=str(tiny_model_dir() / "mimi"),
+                        tokenizer_id=str(tiny_model_dir() / "tokenizer"))
+    assert backends.create_backend(settings).name == expected

@@ -6,20 +6,16 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from sesame_server.backends.csm import CsmBackend
 from sesame_server.backends.csm.reference import reference_frames
 from sesame_server.backends.csm.sampling import SamplingParams, reference_sampler
-from tests.csm_tiny import collect, make_request, tiny_settings
+from tests.csm_tiny import collect, make_request, loaded_backend
 
 FRAMES = 12
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=FRAMES)
-    backend.load()
-    yield backend
-    backend.unload()
+    yield from loaded_backend(tmp_path_factory, FRAMES)
 
 
 def _reference(backend, voice: str, sentence: str) -> np.ndarray:

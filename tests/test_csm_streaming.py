@@ -7,19 +7,14 @@ import threading
 import numpy as np
 import pytest
 
-from sesame_server.backends.csm import CsmBackend
-from tests.csm_tiny import SAMPLES_PER_FRAME, collect, make_request, tiny_settings
+from tests.csm_tiny import SAMPLES_PER_FRAME, collect, make_request, loaded_backend
 
 FRAMES = 8
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=FRAMES)
-    backend.load()
-    backend.warmup()
-    yield backend
-    backend.unload()
+    yield from loaded_backend(tmp_path_factory, FRAMES, warmup=True)
 
 
 def test_first_block_after_one_frame_then_frame_by_frame(backend):

@@ -15,7 +15,7 @@ import soundfile
 from elevenlabs import ElevenLabs, VoiceSettings
 from elevenlabs.core.api_error import ApiError
 
-from sesame_server.audio.formats import ELEVENLABS_FORMATS, ELEVENLABS_STREAM_FORMATS, elevenlabs_format
+from sesame_server.audio.formats import ELEVENLABS_FORMATS, elevenlabs_format
 from tests.audio_check import assert_speech, decode, mp3_frame_headers
 
 TEXT = "Good morning. The weather today is clear and bright."

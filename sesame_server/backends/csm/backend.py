@@ -265,8 +265,8 @@ class CsmBackend:
         with mx.stream(self._gen_stream):
             voice = self.voice_prompt(request.voice, request.voice_prompt)
         # (key, frames) per context segment, oldest first; keys say what the KV cache holds.
-        history = [(_turn_key(t.turn_id, t.text, t.speaker), builder.segment(t.text, t.speaker, _codes(t.codes)))
-                   for t in request.context]
+        history = [(_turn_key(t.turn_id, t.text, t.speaker, _codes(t.codes)),
+                    builder.segment(t.text, t.speaker, _codes(t.codes))) for t in request.context]
         if request.previous_text:
             history.append((_turn_key(None, request.previous_text, voice.speaker),
                             builder.text(request.previous_text, voice.speaker)))
@@ -329,8 +329,9 @@ class CsmBackend:
             if loop.state.cancelled or cancel.is_set():
                 return
             spoken.complete = True
-            own = _turn_key(request.request_id, sentence, voice.speaker)
-            history.append((own, TokenFrames.concat([text, builder.audio(spoken.codes(builder))], builder.width)))
+            codes = spoken.codes(builder)
+            own = _turn_key(request.request_id, sentence, voice.speaker, codes)
+            history.append((own, TokenFrames.concat([text, builder.audio(codes)], builder.width)))
             in_cache.append(own)
             pending = loop.closing_frames(builder.width)  # close sentence k before k+1
         rest = chunker.flush()
@@ -451,8 +452,9 @@ class _Tail:
     closing: object  # TokenFrames still to feed to close the last segment
 
 
-def _turn_key(turn_id: str | None, text: str, speaker: int) -> tuple:
-    return (turn_id, text, speaker)
+def _turn_key(turn_id: str | None, text: str, speaker: int, codes: np.ndarray | None = None) -> tuple:
+    """A segment's identity: what was said, by whom, and exactly which audio codes."""
+    return (turn_id, text, speaker, None if codes is None else (codes.shape, hash(codes.tobytes())))
 
 
 def _count_turns(keys: list) -> int:

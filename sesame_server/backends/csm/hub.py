@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from sesame_server.backends.base import BackendError
+from sesame_server.failures import exception_chain
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +150,9 @@ class _translated_errors:
 
 
 def _is_network_error(exc: BaseException) -> bool:
-    names = {type(e).__name__ for e in _chain(exc)}
+    names = {type(e).__name__ for e in exception_chain(exc)}
     return bool(names & {"ConnectError", "ConnectTimeout", "ConnectionError", "NewConnectionError",
                          "MaxRetryError", "NameResolutionError", "gaierror", "TimeoutException"})
-
-
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def _gb(n: int) -> str:
