@@ -38,6 +38,7 @@ QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 GENERATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 RTF_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 ENCODE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+PREFILL_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 bp = Blueprint("metrics", __name__)
@@ -77,6 +78,10 @@ class Metrics:
         self.encode = Histogram(
             "encode_seconds", "Encoder time spent on one response, by output format.",
             ["format"], namespace=ns, buckets=ENCODE_BUCKETS, registry=r)
+        self.prefill_tokens = Histogram(
+            "prefill_tokens", "Backbone tokens prefilled before a job's first audio (CSM): its own text when "
+            "the voice prompt and conversation were already in the KV cache.",
+            ["dialect"], namespace=ns, buckets=PREFILL_BUCKETS, registry=r)
         self.context_cache = Gauge(
             "context_cache_turns", "Conversation turns held in the context cache.", namespace=ns, registry=r)
         self.context_lookups = Counter(
@@ -122,6 +127,8 @@ class Metrics:
         self.queue_wait.labels(dialect=dialect).observe(max(0.0, job.started_at - job.submitted_at))
         if job.first_audio_at is not None:
             self.time_to_first_audio.labels(dialect=dialect).observe(max(0.0, job.first_audio_at - job.submitted_at))
+            if getattr(job, "first_prefill_tokens", None) is not None:
+                self.prefill_tokens.labels(dialect=dialect).observe(job.first_prefill_tokens)
         audio_seconds = job.audio_seconds
         if audio_seconds > 0:
             self.audio.labels(dialect=dialect).inc(audio_seconds)

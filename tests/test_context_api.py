@@ -180,6 +180,7 @@ def test_health_and_metrics_report_the_context_cache(server):
     turns = [line for line in metrics.splitlines() if line.startswith("sesame_tts_context_cache_turns ")]
     assert turns and float(turns[0].split()[1]) == health["context_cache_size"]
     assert 'sesame_tts_context_lookups_total{result="hit"}' in metrics
+    assert 'sesame_tts_prefill_tokens_count{dialect="openai"}' in metrics
 
 
 def test_context_off_means_no_memory(tmp_path):

@@ -160,7 +160,7 @@ def test_names_and_labels_follow_prometheus_conventions(served):
         if family.type == "counter":
             assert all(s.name.endswith("_total") for s in samples), family.name
         if family.type == "histogram" and family.name not in UNITLESS_HISTOGRAMS:
-            assert family.name.endswith("_seconds"), family.name
+            assert family.name.endswith(("_seconds", "_tokens")), family.name  # a base unit, or a count of
         if "memory" in family.name:
             assert family.name.endswith("_bytes"), family.name
         if family.name.startswith("sesame_tts_") and "time" in family.name.replace("real_time", ""):

@@ -58,7 +58,7 @@ def context_headers(job: Job) -> dict[str, str]:
     """Conversation memory at work: prior turns that conditioned the audio, tokens prefilled.
 
     Read after start_job(): the first audio block exists, so the prefill is done."""
-    return {"X-Context-Turns": str(job.context_turns or 0), "X-Prefill-Tokens": str(job.prefill_tokens or 0)}
+    return {"X-Context-Turns": str(job.context_turns or 0), "X-Prefill-Tokens": str(job.first_prefill_tokens or 0)}
 
 
 def speech_context(body: dict, voice: str, *, invalid_status: int):

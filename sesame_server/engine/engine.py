@@ -208,10 +208,11 @@ class Engine:
         job.sample_rate = self.backend.sample_rate
         try:
             for block in self.backend.stream(job.request, job.cancel):
+                self._note_backend_stats(job)  # before the block: its reader sees them
                 if job.first_audio_at is None:
                     job.first_audio_at = time.monotonic()
+                    job.first_prefill_tokens = job.prefill_tokens
                 job.samples += len(block)
-                self._note_backend_stats(job)  # before the block: its reader sees them
                 job.results.put(block)
                 if job.cancel.is_set():
                     break
