@@ -57,6 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         settings = settings.replace(random_weights=args.flavor or "small")
     voice = args.voice or (settings.default_voice if settings.default_voice in BUILTIN_VOICES else "conversational_b")
     backend = CsmBackend(settings, max_frames_per_sentence=frames)
+    backend.split_timings = True
     mx.reset_peak_memory()
     started = time.perf_counter()
     backend.load()
