@@ -144,3 +144,18 @@ def test_random_weights_server_says_so(tmp_path):
                                  json={"model": "tts-1", "voice": "nova", "input": "Noise.", "response_format": "wav"})
         assert response.status_code == 200
         assert decode(response.content, "wav").seconds == pytest.approx(3 * 0.08, abs=0.01)
+
+
+def test_say_with_csm_exits_cleanly(tmp_path):
+    """The inference thread's MLX streams are released: no abort (exit 134) at interpreter exit."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "noise.wav"
+    env = {"CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "sesame_server", "--env-file", str(tmp_path / "none.env"), "say",
+                           "Hi.", "-o", str(out), "--random-weights"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
+    assert decode(out.read_bytes(), "wav").seconds > 0

@@ -160,6 +160,10 @@ class CsmBackend:
         self._prefixes.clear()
         self._tail = None
         gc.collect()
+        # Streams made on this thread must go with it: MLX's thread-exit cleanup of a live
+        # CPU stream can take the GIL while Python finalizes and abort the process (exit 134).
+        self._gen_stream = self._decode_stream = None
+        mx.clear_streams()
         mx.clear_cache()
         log.info("CSM unloaded (MLX active memory now %.2f GB)", mx.get_active_memory() / 1e9)
 
