@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from sesame_server.api import account, elevenlabs, elevenlabs_voices, openai, system
+from sesame_server.api import account, elevenlabs, elevenlabs_voices, openai, playground, system
 from sesame_server.api.errors import APIError, dialect_for_path, render
 from sesame_server.backends import Backend, create_backend
 from sesame_server.config import Settings, load_settings
@@ -52,7 +52,7 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
         turns = TurnCache(max_turns=settings.context_max_turns, max_seconds=settings.context_max_seconds)
     rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices, turns=turns)
     app.extensions[EXTENSION] = rt
-    for blueprint in (openai.bp, elevenlabs.bp, elevenlabs_voices.bp, account.bp, system.bp):
+    for blueprint in (openai.bp, elevenlabs.bp, elevenlabs_voices.bp, account.bp, system.bp, playground.bp):
         app.register_blueprint(blueprint)
     app.before_request(_check_api_key)
     app.before_request(_note_dialect)

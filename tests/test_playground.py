@@ -1,0 +1,61 @@
+"""GET /: the playground page, and its own script driven under Node against the real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import requests
+
+HARNESS = Path(__file__).with_name("playground_harness.js")
+PAGE = resources.files("sesame_server.api").joinpath("playground.html")
+
+
+def test_page_is_served_and_loads_nothing_from_elsewhere(piper_server):
+    response = requests.get(f"{piper_server.url}/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "connect-src 'self'" in response.headers["content-security-policy"]
+    assert "/v1/audio/speech" in response.text
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", response.text), "external resource in the page"
+
+
+def run_page(server, action: str) -> dict:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    done = subprocess.run([node, str(HARNESS), str(PAGE), server.url, action], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_page_lists_the_voices_and_streams_speech(piper_server):
+    result = run_page(piper_server, "speak")
+    assert result["voices"] == ["joe"] and result["selected"] == "joe"
+    assert result["cloneHidden"] and result["banner"] is None  # piper: no cloning, real voice
+    turn = result["turns"][0]
+    job = piper_server.job(turn["requestId"])
+    assert turn["seconds"] == pytest.approx(job.audio_seconds, abs=0.01)  # every sample was scheduled
+    assert turn["blocks"] > 1 and turn["rms"] > 0.01
+    assert re.match(r"first audio after \d+ ms", turn["stats"])
+    assert turn["download"], "no WAV to download"
+
+
+def test_page_keeps_a_conversation_on_csm(tmp_path):
+    from sesame_server.backends.csm import CsmBackend
+    from tests.csm_tiny import tiny_settings
+    from tests.live import live_server
+
+    settings = tiny_settings(tmp_path, model_path=None, random_weights="tiny")
+    with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=4)) as server:
+        result = run_page(server, "speak-twice")
+    assert "RANDOM WEIGHTS" in result["banner"] and not result["cloneHidden"]
+    first, second = result["turns"]
+    assert first["session"] and first["session"] == second["session"]
+    assert "context turns: 0" in first["stats"] and "context turns: 1" in second["stats"]
