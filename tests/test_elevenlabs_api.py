@@ -169,6 +169,26 @@ def test_user_and_subscription(client):
     assert user.seat_type == "workspace_admin"
 
 
+def test_account_bodies_pass_the_sdk_models_strictly(piper_server):
+    """elevenlabs-js validates every required field; check with the SDK's own pydantic types."""
+    from elevenlabs.types import SubscriptionResponse, User
+
+    SubscriptionResponse.model_validate(requests.get(f"{piper_server.url}/v1/user/subscription").json())
+    User.model_validate(requests.get(f"{piper_server.url}/v1/user").json())
+
+
+@pytest.mark.parametrize("route, output_format", [
+    ("", "mp3_44100_128"), ("/stream", "pcm_22050"), ("/stream", "opus_48000_64"), ("", "ulaw_8000"),
+])
+def test_punctuation_only_text_is_a_short_valid_file(piper_server, client, route, output_format):
+    """OpenClaw treats an empty body as an error: nothing to say is still a (silent) file."""
+    response = requests.post(f"{piper_server.url}/v1/text-to-speech/{OPENCLAW_DEFAULT_VOICE}{route}",
+                             params={"output_format": output_format}, json={"text": "..."})
+    assert response.status_code == 200 and response.content
+    fmt = elevenlabs_format(output_format)
+    assert 0.05 < decode(response.content, fmt.container, fmt.sample_rate).seconds < 0.2
+
+
 def test_cloning_needs_the_csm_backend(client):
     reference = io.BytesIO()
     soundfile.write(reference, 0.3 * np.sin(np.arange(48000) / 7).astype(np.float32), 24000, format="WAV")
@@ -260,5 +280,10 @@ def test_api_key_when_configured(tmp_path):
         assert requests.post(tts, json={"text": "Hi."}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert requests.post(tts, json={"text": "Hi."}, headers={"xi-api-key": "wrong"}).status_code == 401
         assert requests.get(f"{server.url}/health").status_code == 200  # not an API route
+        # /v1/models answers both SDKs, errors included: each in its own shape.
+        denied = requests.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer wrong"})
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        denied = requests.get(f"{server.url}/v1/models", headers={"xi-api-key": "wrong"})
+        assert denied.status_code == 401 and denied.json()["detail"]["status"] == "invalid_api_key"
         sdk = ElevenLabs(base_url=server.url, api_key="s3cret")
         assert sdk.voices.get_all().voices

@@ -44,6 +44,14 @@ def test_default_format_is_mp3_and_voice_object_form_works(piper_server, client)
     assert decode(response.content, "mp3").rms > 0.01
 
 
+def test_home_assistant_setup_check_gets_a_valid_file(piper_server, client, caplog):
+    """Home Assistant's openai_tts check posts input "."; the answer must be a real (short) mp3."""
+    response = client.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input=".")
+    assert response.headers["content-type"] == "audio/mpeg"
+    assert 0.05 < decode(response.content, "mp3").seconds < 0.2
+    assert "Streaming failed" not in caplog.text
+
+
 def test_speed_changes_duration(piper_server, client):
     durations = {}
     for speed in (0.5, 2.0):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from sesame_server.api.errors import APIError, elevenlabs_error
+from sesame_server.api.errors import APIError, elevenlabs_error, openai_error
 from sesame_server.api.openai import openai_models
 from sesame_server.runtime import runtime
 
@@ -68,7 +68,8 @@ def _subscription(*, with_invoices: bool) -> dict:
         "tier": "local",
         "character_count": rt.characters_served,
         "character_limit": UNLIMITED,
-        "max_character_limit_extension": 0,
+        "max_credit_limit_extension": 0,  # required by elevenlabs-js
+        "max_character_limit_extension": 0,  # its deprecated name, for older clients
         "can_extend_character_limit": False,
         "allowed_to_extend_character_limit": False,
         "next_character_count_reset_unix": None,
@@ -118,4 +119,7 @@ def user() -> Response:
 
 @bp.errorhandler(APIError)
 def _error(error: APIError) -> Response:
+    # /v1/models serves both SDKs: each gets errors in its own shape (as with its body).
+    if request.path.rstrip("/") == "/v1/models" and not is_elevenlabs_client():
+        return openai_error(error)
     return elevenlabs_error(error)

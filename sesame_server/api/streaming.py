@@ -25,6 +25,8 @@ from sesame_server.runtime import runtime
 
 log = logging.getLogger(__name__)
 
+NOTHING_TO_SAY_SECONDS = 0.1
+
 
 def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.ndarray]]:
     """Queue the request and wait for its first PCM block.
@@ -45,7 +47,9 @@ def start_job(engine: Engine, speech: SpeechRequest) -> tuple[Job, Iterator[np.n
     try:
         first = next(blocks)
     except StopIteration:
-        return job, iter(())
+        # Nothing to say (e.g. the input is only punctuation): a short silence, so the
+        # client still gets a valid, non-empty file; OpenClaw treats an empty body as an error.
+        return job, iter([np.zeros(int(job.sample_rate * NOTHING_TO_SAY_SECONDS) or 1, np.float32)])
     except BackendError as exc:
         raise APIError(503, f"Speech generation is unavailable: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - never a traceback to the client

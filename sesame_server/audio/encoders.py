@@ -165,17 +165,21 @@ class Mp3Encoder(_Finishable):
         self._lame.set_out_sample_rate(sample_rate)
         self._lame.set_bit_rate(bitrate // 1000)
         self._lame.set_quality(_LAME_QUALITY)
+        self._started = False  # lameenc refuses to flush an encoder that never encoded
 
     def write(self, pcm: np.ndarray) -> bytes:
         self._check_open()
         samples = to_s16(pcm)
-        return bytes(self._lame.encode(samples.tobytes())) if len(samples) else b""
+        if not len(samples):
+            return b""
+        self._started = True
+        return bytes(self._lame.encode(samples.tobytes()))
 
     def finish(self) -> bytes:
         if self._finished:
             return b""
         self._finished = True
-        return bytes(self._lame.flush())
+        return bytes(self._lame.flush()) if self._started else b""
 
 
 class _DrainSink:
