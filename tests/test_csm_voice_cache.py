@@ -61,12 +61,14 @@ def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
     backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
     collect(backend, make_request("Warm the voice."))
     long_turns = tuple(
-        ContextTurn(f"Turn {i}.", speaker=i % 2, codes=np.full((32, 700), 3)) for i in range(4)
-    )  # 4 x ~700 tokens: more than the 2048-token window
+        ContextTurn(f"Turn {i}.", speaker=i % 2, codes=np.full((32, 300), 3), turn_id=f"t{i}") for i in range(8)
+    )  # 8 x ~300 tokens: more than the 2048-token window
     blocks = collect(backend, make_request("Still speaking.", context=long_turns))
     assert len(blocks) == FRAMES
-    assert backend.last_prefill_tokens < 2048
-    assert backend.last_prefill_tokens > 2 * 700  # the newest turns were kept
+    # A re-lay keeps the newest turns, at most half the window of them (so it does not
+    # recur at every following sentence), and always the voice prompt.
+    assert backend.last_context_turns == 3
+    assert 3 * 300 < backend.last_prefill_tokens < 1024 + 100
     assert backend.voice_cache_hits == 1  # the voice prefix was reused, not dropped
 
 
@@ -156,3 +158,17 @@ def test_download_command_checks_a_local_directory_offline(tmp_path, monkeypatch
     monkeypatch.setenv("MODEL_PATH", str(tmp_path))  # no weights there
     assert main(["--env-file", str(tmp_path / "none.env"), "download"]) == 1
     assert "MODEL_PATH" in capsys.readouterr().err
+
+
+def test_long_text_relays_the_window_rarely(tmp_path):
+    """Once the window is full, a re-lay (a full prefill of the kept context) must buy room for
+    many sentences, not recur at every one of them."""
+    from sesame_server.backends.csm.frame_loop import FrameLoop
+
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=30)
+    backend.load()
+    backend._loop = FrameLoop(backend.model, valid_ids=backend.valid_ids, max_len=512)  # a small window
+    text = " ".join(f"This is sentence number {n} of a long story." for n in range(16))
+    collect(backend, make_request(text))
+    assert backend.frames_generated == 16 * 30  # about 3 windows' worth: it filled more than once
+    assert backend.last_prefill_tokens < 3 * backend.last_request_text_tokens

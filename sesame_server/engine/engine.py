@@ -156,7 +156,8 @@ class Engine:
                 continue
             self._serve(job)
         try:
-            self.backend.unload()
+            # A backend may hold per-thread resources (csm: MLX streams) to release here.
+            getattr(self.backend, "thread_exit", self.backend.unload)()
         except Exception:  # noqa: BLE001 - shutting down anyway
             log.exception("Backend unload failed during shutdown")
 

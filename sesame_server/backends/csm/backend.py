@@ -160,12 +160,19 @@ class CsmBackend:
         self._prefixes.clear()
         self._tail = None
         gc.collect()
-        # Streams made on this thread must go with it: MLX's thread-exit cleanup of a live
-        # CPU stream can take the GIL while Python finalizes and abort the process (exit 134).
         self._gen_stream = self._decode_stream = None
-        mx.clear_streams()
         mx.clear_cache()
         log.info("CSM unloaded (MLX active memory now %.2f GB)", mx.get_active_memory() / 1e9)
+
+    def thread_exit(self) -> None:
+        """The inference thread is ending: unload, and drop the MLX streams it made.
+
+        MLX's own cleanup of a thread's streams runs after the thread's Python state is gone
+        and can take the GIL while Python finalizes, aborting the process (exit 134)."""
+        import mlx.core as mx
+
+        self.unload()
+        mx.clear_streams()  # only this thread's streams (its default stream included)
 
     # -- catalogue & status -------------------------------------------------------------
 
@@ -298,6 +305,7 @@ class CsmBackend:
                 pending, max_frames, extra = self._make_room(voice, history, text, max_frames)
                 prefilled += extra
                 in_cache = [k for k, _ in history]
+                self.last_context_turns = _count_turns([k for k in in_cache if k[0] != request.request_id])
             prefill_started = time.perf_counter()
             with mx.stream(self._gen_stream):
                 last_h = loop.prefill(pending)
@@ -425,7 +433,14 @@ class CsmBackend:
         with mx.stream(self._gen_stream):
             prefix, prefilled = self._voice_prefix(voice, restore=True, count=False)  # same request
         kept = list(history)
-        while kept and prefix.length + sum(len(f) for _, f in kept) + len(text) + max_frames + 1 > loop.max_len:
+
+        def too_long() -> bool:
+            context = sum(len(f) for _, f in kept)
+            # Keep at most half the window of context: the re-lay (a full prefill) then buys
+            # room for many sentences instead of recurring at every one of them.
+            return context + prefix.length + len(text) + max_frames + 1 > loop.max_len or context > loop.max_len // 2
+
+        while kept and too_long():
             kept.pop(0)
         history[:] = kept
         room = loop.max_len - prefix.length - sum(len(f) for _, f in kept) - len(text) - 1
