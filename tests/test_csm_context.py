@@ -87,3 +87,22 @@ def test_cancelled_turn_keeps_the_audio_generated_and_is_not_continued(backend):
     collect(backend, make_request("After the cut.", context=as_context("c1", segments), request_id="c2"))
     assert backend.context_kv_hits == hits  # a cut-off generation leaves no reusable state
     assert backend.last_context_turns == 1
+
+
+def test_a_full_window_falls_back_to_re_laying_the_remembered_turns(tmp_path):
+    from sesame_server.backends.csm import CsmBackend
+    from sesame_server.backends.csm.frame_loop import FrameLoop
+    from tests.csm_tiny import tiny_settings
+
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=40)
+    backend.load()
+    backend._loop = FrameLoop(backend.model, valid_ids=backend.valid_ids, max_len=400)  # a small window
+    remembered = []
+    for n in range(8):  # each turn adds ~57 positions: the window fills at the 7th
+        context = tuple(c for rid, seg in remembered for c in as_context(rid, seg))
+        collect(backend, make_request(f"Turn number {n}.", request_id=f"w{n}", context=context))
+        remembered.append((f"w{n}", backend.last_segments))
+        assert backend.frames_generated == 40  # every turn spoke in full
+    assert backend.context_kv_hits >= 1 and backend.context_kv_misses >= 1  # continued, then re-laid
+    assert 1 <= backend.last_context_turns < 7  # the newest turns that fit half the window
+    backend.unload()
