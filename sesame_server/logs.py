@@ -168,7 +168,7 @@ def log_request(*, level: int | None = None, **fields: Any) -> dict[str, Any]:
     Fields land at the top level of the JSON line. Known ones (all optional): request_id,
     dialect, method, route, path, voice, format, input_length, streamed, status,
     queue_wait_ms, ttfa_ms, generation_ms, audio_seconds, interrupted, frame,
-    frames_expected, duration_ms, error.
+    frames_expected, context_turns, prefill_tokens (csm), duration_ms, error.
     """
     if level is None:
         status = fields.get("status") or 0
@@ -196,6 +196,8 @@ def _summary(f: Mapping[str, Any]) -> str:
                              ("duration_ms", "total", "ms")):
         if f.get(key) is not None:
             parts.append(f"{label}={f[key]}{unit}")
+    if f.get("prefill_tokens") is not None:
+        parts.append(f"context={f.get('context_turns', 0)} prefill={f['prefill_tokens']}")
     if f.get("interrupted"):
         parts.append(f"interrupted at frame {f.get('frame', '?')} of ~{f.get('frames_expected', '?')}")
     if f.get("error"):
@@ -226,6 +228,9 @@ def job_fields(job: Any, wait: float = 1.0) -> dict[str, Any]:
     if fields["interrupted"]:
         fields["frame"] = job.frames
         fields["frames_expected"] = job.expected_frames
+    if getattr(job, "first_prefill_tokens", None) is not None:  # backends that report them (csm)
+        fields["context_turns"] = job.context_turns or 0
+        fields["prefill_tokens"] = job.first_prefill_tokens
     return fields
 
 

@@ -190,3 +190,23 @@ def test_context_off_means_no_memory(tmp_path):
         second, headers = speak(off, "Two.", previous_request_ids=["x"])
         assert headers["x-context-turns"] == "0" and not off.job(second).request.context
         assert requests.get(f"{off.url}/health").json()["context_cache_size"] == 0
+
+
+def test_request_log_lines_say_what_conditioned_the_audio(server, caplog):
+    import logging
+
+    from sesame_server.logs import REQUEST_LOGGER
+    from tests.fakes import wait_until
+
+    caplog.set_level(logging.INFO, logger=REQUEST_LOGGER)
+    session = uuid.uuid4().hex
+    speak(server, "The first line.", session=session)
+    second, headers = speak(server, "The second line.", session=session)
+
+    def line():
+        return next((r.sesame_fields for r in caplog.records
+                     if getattr(r, "sesame_fields", {}).get("request_id") == second), None)
+
+    wait_until(lambda: line() is not None)
+    assert line()["context_turns"] == 1
+    assert line()["prefill_tokens"] == int(headers["x-prefill-tokens"])
