@@ -16,6 +16,7 @@ from sesame_server.api.errors import APIError
 from sesame_server.audio.formats import OutputFormat
 from sesame_server.audio.pipeline import AudioPipeline
 from sesame_server.backends.base import BackendError
+from sesame_server.context.conversation import plan_context
 from sesame_server.engine.engine import Engine, EngineStopped, QueueFull
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import SpeechRequest
@@ -67,8 +68,6 @@ def context_headers(job: Job) -> dict[str, str]:
 
 def speech_context(body: dict, voice: str, *, invalid_status: int):
     """The request's conversation context (explicit fields, or its implicit session)."""
-    from sesame_server.context.conversation import plan_context
-
     rt = runtime()
     return plan_context(rt.turns, rt.settings, body, voice, invalid_status=invalid_status,
                         observe_lookup=metrics().observe_context_lookup)

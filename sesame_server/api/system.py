@@ -18,6 +18,10 @@ def health() -> Response:
     engine_status = engine.status()
     state = engine_status["state"]
     status = {"ready": "ok", "unloaded": "ok", "error": "error"}.get(state, "loading")
+    turns = rt.turns
+    on = turns is not None
+    context = {"enabled": on, "turns": len(turns) if on else 0, "bytes": turns.nbytes if on else 0,
+               "hits": turns.hits if on else 0, "misses": turns.misses if on else 0}
     body = {
         "status": status,
         "backend": engine.backend.name,
@@ -34,14 +38,8 @@ def health() -> Response:
         "requests_served": engine_status["requests_served"],
         "interruptions": engine_status["interruptions"],
         "avg_generation_time_ms": engine_status["avg_generation_time_ms"],
-        "context_cache_size": len(rt.turns) if rt.turns is not None else 0,
-        "context": {
-            "enabled": rt.turns is not None,
-            "turns": len(rt.turns) if rt.turns is not None else 0,
-            "bytes": rt.turns.nbytes if rt.turns is not None else 0,
-            "hits": rt.turns.hits if rt.turns is not None else 0,
-            "misses": rt.turns.misses if rt.turns is not None else 0,
-        },
+        "context_cache_size": context["turns"],
+        "context": context,
     }
     if engine.load_error is not None and state == "error":
         body["error"] = describe_startup_failure(engine.load_error, rt.settings)

@@ -56,9 +56,9 @@ def plan_context(cache: TurnCache | None, settings: Settings, body: dict, voice:
     if cache is None:
         return ContextPlan(previous_text=previous_text)
 
-    owner = _owner(settings)
     session_id = request.headers.get(SESSION_HEADER, "").strip()[:MAX_REF_LENGTH]
-    session = f"{owner}|voice:{voice}" if not session_id else owner
+    owner = _owner(session_id)
+    session = owner if session_id else f"{owner}|voice:{voice}"
     turns: list[Turn | ContextTurn | None] = []
     if items or previous_ids or previous_text:
         for ref in previous_ids:
@@ -102,9 +102,8 @@ def remember_turns(cache: TurnCache, on_size: Callable[[int], None] = lambda siz
     return remember
 
 
-def _owner(settings: Settings) -> str:
+def _owner(session_id: str) -> str:
     """Who may reference a turn: the explicit session, else (API key, client address)."""
-    session_id = request.headers.get(SESSION_HEADER, "").strip()[:MAX_REF_LENGTH]
     if session_id:
         return f"session:{session_id}"
     key = request.headers.get("xi-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")

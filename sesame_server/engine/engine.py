@@ -209,10 +209,11 @@ class Engine:
         job.sample_rate = self.backend.sample_rate
         try:
             for block in self.backend.stream(job.request, job.cancel):
-                self._note_backend_stats(job)  # before the block: its reader sees them
                 if job.first_audio_at is None:
                     job.first_audio_at = time.monotonic()
-                    job.first_prefill_tokens = job.prefill_tokens
+                    # Before the block goes out: the response headers are built from these.
+                    job.first_prefill_tokens = getattr(self.backend, "last_prefill_tokens", None)
+                    job.context_turns = getattr(self.backend, "last_context_turns", None)
                 job.samples += len(block)
                 job.results.put(block)
                 if job.cancel.is_set():
@@ -225,7 +226,8 @@ class Engine:
                 log.error(out_of_memory(exc))
             job.results.put(exc)
         finally:
-            self._note_backend_stats(job)
+            if job.first_audio_at is not None:  # a window re-lay may have changed it since
+                job.context_turns = getattr(self.backend, "last_context_turns", None)
             job.segments = tuple(getattr(self.backend, "last_segments", None) or ())
             job.finished_at = time.monotonic()
             job.interrupted = job.cancel.is_set()
@@ -235,10 +237,6 @@ class Engine:
             # client's next request already finds this turn remembered.
             self._record(job)
             job.results.put(END)
-
-    def _note_backend_stats(self, job: Job) -> None:
-        job.prefill_tokens = getattr(self.backend, "last_prefill_tokens", None)
-        job.context_turns = getattr(self.backend, "last_context_turns", None)
 
     def _record(self, job: Job) -> None:
         self.requests_served += 1

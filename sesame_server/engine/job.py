@@ -47,7 +47,6 @@ class Job:
     interrupted: bool = False
     # Filled in by backends that report them (csm): what conditioned the generation, and
     # its audio as (sentence, Mimi codes [codebooks, frames]) pairs for the context cache.
-    prefill_tokens: int | None = None
     first_prefill_tokens: int | None = None  # before the first audio (what time-to-first-audio paid for)
     context_turns: int | None = None
     segments: tuple = ()

@@ -56,9 +56,3 @@ class SpeechRequest:
     dialect: str = ""  # "openai" | "elevenlabs": labels metrics
     voice_prompt: VoicePrompt | None = None  # set for cloned voices; `voice` is then its id
     conversation: Conversation | None = None  # None: not remembered (context off, or no codes)
-
-    @property
-    def context_turns(self) -> int:
-        """Prior turns (generations or text-only lines) conditioning this request."""
-        ids = {t.turn_id for t in self.context if t.turn_id}
-        return len(ids) + sum(1 for t in self.context if not t.turn_id) + (1 if self.previous_text else 0)

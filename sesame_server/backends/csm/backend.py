@@ -69,7 +69,6 @@ class CsmBackend:
         self.last_prefill_tokens = 0
         self.last_request_text_tokens = 0
         self.frames_generated = 0
-        self.last_codes: np.ndarray | None = None
         self.last_context_turns = 0
         self.context_kv_hits = 0  # requests that continued the cached conversation state
         self.context_kv_misses = 0  # requests with context that had to prefill it
@@ -267,7 +266,6 @@ class CsmBackend:
         started = time.perf_counter()
         self.last_timings = {}
         self.frames_generated = 0
-        self.last_codes = None
         self._spoken = []
         self._streams += 1
         tail, self._tail = self._tail, None  # whatever happens now, the cache moves on
@@ -340,7 +338,6 @@ class CsmBackend:
                     yield block
                 if cancel.is_set():
                     break
-            self.last_codes = _frames_to_codes([f for s in self._spoken for f in s.frames], builder)
             if loop.state.cancelled or cancel.is_set():
                 return
             spoken.complete = True
@@ -355,6 +352,13 @@ class CsmBackend:
         # The cache now holds this whole turn: the next turn of the conversation starts here.
         self._tail = _Tail(voice.voice_id, tuple(in_cache), self._streams, loop.cache.offset, pending)
         self.last_timings["total"] = time.perf_counter() - started
+
+    @property
+    def last_codes(self) -> np.ndarray | None:
+        """All codes of the last generation, [codebooks, frames] (None before any)."""
+        if self._builder is None or not self._spoken:
+            return None
+        return _frames_to_codes([frame for spoken in self._spoken for frame in spoken.frames], self._builder)
 
     @property
     def last_segments(self) -> tuple[tuple[str, np.ndarray], ...]:
