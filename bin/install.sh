@@ -288,12 +288,12 @@ case "$S_HOST" in
   127.*|localhost|::1|0.0.0.0|::|"") ;;
   *) host_for_url="$S_HOST" ;;
 esac
-HEALTH_URL="$("$PY" -c 'import sys; from sesame_server.service import health_url; print(health_url(sys.argv[1], int(sys.argv[2])))' "$S_HOST" "$S_PORT")"
+HEALTH_URL="$("$PY" -c 'import sys; from sesame_server.ops.health_check import health_url; print(health_url(sys.argv[1], int(sys.argv[2])))' "$S_HOST" "$S_PORT")"
 
 wait_healthy() {  # wait_healthy [PID]: 0 ok, 1 error, 2 timeout, 3 the process died
   "$PY" - "$HEALTH_URL" "$TIMEOUT" "${1:-0}" <<'EOF'
 import os, sys, time
-from sesame_server.service import check_health
+from sesame_server.ops.health_check import check_health
 url, timeout, pid = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 deadline = time.monotonic() + timeout
 last_note = time.monotonic()

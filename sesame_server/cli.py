@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sesame_server import __version__
+from sesame_server.backends import registry
 from sesame_server.config import Settings, SettingsError, load_settings
 
 log = logging.getLogger("sesame_server")
@@ -25,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"sesame-tts: {exc}", file=sys.stderr)
         return 2
-    from sesame_server.logs import setup_logging
+    from sesame_server.ops.logs import LOG_FILE_NAME, setup_logging
 
-    log_file = settings.cache_dir / "server.log" if args.command == "serve" else None
+    log_file = settings.cache_dir / LOG_FILE_NAME if args.command == "serve" else None
     setup_logging(settings.log_level, log_file=log_file)
     try:
         return args.run(args, settings)
@@ -70,25 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch the CSM weights, Mimi, tokenizer and voice prompts ahead of time")
     download.set_defaults(run=_download)
 
-    from sesame_server import service
+    from sesame_server.ops import service_manager
 
     svc = sub.add_parser("service", help="login service (launchd / systemd --user): install | uninstall | status | logs")
-    service.add_arguments(svc)
-    svc.set_defaults(run=service.run)
+    service_manager.add_arguments(svc)
+    svc.set_defaults(run=service_manager.run)
 
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop")
     try:
-        from sesame_server import bench as bench_module
+        registry.plugin("csm").add_bench_arguments(bench)
     except ImportError:
-        bench_module = None
-    if bench_module is not None:
-        bench_module.add_arguments(bench)
+        pass  # `bench` then explains what to install
     bench.set_defaults(run=_bench)
     return parser
 
 
 def _backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("auto", "csm", "piper"), help="BACKEND (default auto)")
+    parser.add_argument("--backend", choices=registry.BACKEND_CHOICES, help="BACKEND (default auto)")
     parser.add_argument("--random-weights", action="store_true",
                         help="serve CSM on random weights (noise; for demos, tooling and benchmarks)")
     parser.add_argument("--flavor", choices=("tiny", "small", "full"), default=None,
@@ -110,7 +109,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _make_backend(settings: Settings):
-    from sesame_server.backends import BackendError, create_backend
+    from sesame_server.backends import BackendError
+    from sesame_server.backends.selection import create_backend
 
     try:
         return create_backend(settings)
@@ -131,7 +131,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except PortInUse as exc:
         engine.stop()
         raise _Failure(str(exc)) from None
-    log.info("Sesame TTS (%s backend) listening on http://%s:%s", engine.backend.name, settings.host,
+    log.info("Sesame TTS (%s backend) listening on http://%s:%s", engine.info.name, settings.host,
              server.effective_port)
 
     def shutdown(signum, frame):  # noqa: ARG001
@@ -153,9 +153,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _say(args: argparse.Namespace, settings: Settings) -> int:
     from sesame_server.audio.formats import UnsupportedFormat, elevenlabs_format, openai_format
     from sesame_server.audio.pipeline import AudioPipeline
+    from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
     from sesame_server.engine.engine import Engine
     from sesame_server.engine.request import SpeechRequest
-    from sesame_server.engine.text import split_sentences
     from sesame_server.runtime import new_request_id
     from sesame_server.voices.catalogue import VoiceCatalogue, VoiceNotFound
 
@@ -167,31 +167,28 @@ def _say(args: argparse.Namespace, settings: Settings) -> int:
             fmt = elevenlabs_format(name)
         except UnsupportedFormat as exc:
             raise _Failure(str(exc)) from None
-    if not 0.25 <= args.speed <= 4.0:
-        raise _Failure("--speed must be between 0.25 and 4.0")
-    backend = _make_backend(settings.replace(warmup_on_start=False))
+    if not MIN_SPEED <= args.speed <= MAX_SPEED:
+        raise _Failure(f"--speed must be between {MIN_SPEED} and {MAX_SPEED}")
+    backend = _make_backend(settings)
     catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
     try:
         voice = catalogue.resolve(args.voice) if args.voice else catalogue.default
     except VoiceNotFound as exc:
         raise _Failure(str(exc)) from None
     engine = Engine(backend, warmup=False).start()
+    info = backend.info
+    pipeline = AudioPipeline(info.sample_rate, fmt, speed=1.0 if info.native_speed else args.speed, streaming=False)
     try:
-        speech = SpeechRequest(text=args.text, sentences=tuple(split_sentences(args.text)), voice=voice.id,
-                               request_id=new_request_id(), speed=args.speed)
-        job = engine.submit(speech)
-        pipeline = None
+        job = engine.submit(SpeechRequest(text=args.text, voice=voice.id, request_id=new_request_id(),
+                                          speed=args.speed))
         with open(args.output, "wb") as out:
             for block in job.blocks():
-                if pipeline is None:
-                    speed = 1.0 if backend.native_speed else args.speed
-                    pipeline = AudioPipeline(backend.sample_rate, fmt, speed=speed, streaming=False)
                 out.write(pipeline.feed(block))
-            if pipeline is not None:
-                out.write(pipeline.finish())
+            out.write(pipeline.finish())
     except Exception as exc:  # noqa: BLE001 - a message, not a traceback
         raise _Failure(f"synthesis failed: {exc}") from None
     finally:
+        pipeline.close()
         engine.stop()
     print(f"Wrote {job.audio_seconds:.2f} s of {fmt.name} audio ({voice.id}) to {args.output}")
     return 0
@@ -202,7 +199,7 @@ def _voices(args: argparse.Namespace, settings: Settings) -> int:
 
     backend = _make_backend(settings)
     catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
-    print(f"Voices of the {backend.name} backend:")
+    print(f"Voices of the {backend.info.name} backend:")
     for voice in catalogue:
         default = "  (default)" if voice.id == catalogue.default.id else ""
         print(f"  {voice.id:<20} {voice.name}{default}")
@@ -210,19 +207,24 @@ def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _csm(what: str):
+    """The csm plugin (sesame-tts download / bench), or a message saying what to install."""
+    try:
+        return registry.plugin("csm")
+    except ImportError as exc:
+        from sesame_server.ops.advice import missing_dependency
+
+        raise _Failure(missing_dependency(exc, what)) from None
+
+
 def _download(args: argparse.Namespace, settings: Settings) -> int:
     """Everything CSM needs, into the Hugging Face cache (or checked in MODEL_PATH)."""
     from sesame_server.backends import BackendError
 
+    csm = _csm("sesame-tts download")
     try:
-        from sesame_server.backends.csm.loading import download_all
-    except ImportError as exc:
-        from sesame_server.failures import missing_dependency
-
-        raise _Failure(missing_dependency(exc, "sesame-tts download")) from None
-    try:
-        paths = download_all(settings)
-    except BackendError as exc:
+        paths = csm.download(settings)
+    except (BackendError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     for what, path in paths.items():
         print(f"  {what:<28} {path}")
@@ -231,13 +233,7 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        from sesame_server import bench
-    except ImportError as exc:
-        from sesame_server.failures import missing_dependency
-
-        raise _Failure(missing_dependency(exc, "sesame-tts bench")) from None
-    bench.run(args, settings)
+    _csm("sesame-tts bench").bench(args, settings)
     return 0
 
 

@@ -16,6 +16,8 @@ from dotenv import dotenv_values
 from environs import Env, EnvError
 from marshmallow.validate import OneOf, Range
 
+from sesame_server.backends.registry import BACKEND_CHOICES
+
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the key."""
@@ -31,7 +33,7 @@ class Settings:
     api_key: str | None = None  # when set, required on every API route
 
     # Model
-    backend: str = "auto"  # auto | csm | piper
+    backend: str = "auto"  # auto, or a name in backends.registry.REGISTRY
     model_id: str = "mlx-community/csm-1b"
     model_path: Path | None = None  # a local directory: fully offline
     mimi_id: str = "kyutai/moshiko-pytorch-bf16"
@@ -70,7 +72,6 @@ class Settings:
         return self.cache_dir / "voices"
 
 
-_BACKENDS = ("auto", "csm", "piper")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -94,7 +95,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         log_level=env.str("LOG_LEVEL", d.log_level, validate=OneOf(_LEVELS + tuple(x.lower() for x in _LEVELS))),
         threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
         api_key=env.str("API_KEY", None) or None,
-        backend=env.str("BACKEND", d.backend, validate=OneOf(_BACKENDS)),
+        backend=env.str("BACKEND", d.backend, validate=OneOf(BACKEND_CHOICES)),
         model_id=env.str("MODEL_ID", d.model_id),
         model_path=env.path("MODEL_PATH", None),
         mimi_id=env.str("MIMI_ID", d.mimi_id),

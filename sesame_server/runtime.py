@@ -1,4 +1,4 @@
-"""What the blueprints share: settings, the engine and the voice catalogue (app.extensions)."""
+"""What the routes share: settings, the engine, voices, conversation memory, metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flask import current_app, g
 from sesame_server.config import Settings
 from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
+from sesame_server.ops.metrics import Metrics
 from sesame_server.voices.catalogue import VoiceCatalogue
 from sesame_server.voices.custom import CustomVoiceStore
 
@@ -23,15 +24,18 @@ class Runtime:
     engine: Engine
     catalogue: VoiceCatalogue
     custom_voices: CustomVoiceStore
+    metrics: Metrics
     turns: TurnCache | None = None  # conversation memory; None when off or the backend ignores context
     started_at: float = field(default_factory=time.time)
     characters_served: int = 0
 
+    def close(self) -> None:
+        """Stop the inference thread (for hosts that embed the API and shut down)."""
+        self.engine.stop()
+
 
 def runtime() -> Runtime:
     return current_app.extensions[EXTENSION]
-
-
 
 
 def new_request_id() -> str:

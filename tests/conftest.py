@@ -16,3 +16,13 @@ def piper_server(tmp_path_factory):
 
     with live_server(piper_settings(tmp_path_factory.mktemp("cache"))) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _remove_our_log_handlers():
+    """A test that runs setup_logging (e.g. through sesame_server.cli.main) must not leave
+    its handlers on the root logger for the tests after it."""
+    yield
+    from sesame_server.ops.logs import teardown_logging
+
+    teardown_logging()

@@ -1,11 +1,12 @@
 """Shared tiny-CSM fixtures: a random tiny CSM + Mimi + tokenizer + voice prompts on disk.
 
 `tiny_model_dir()` builds the directory once per test process (a few seconds) with
-`sesame_server.backends.csm.random_weights.write_model_dir(path, "tiny")`; the backend loads
-it through the real loading code as MODEL_PATH:
+`tests.csm_fixtures.write_model_dir(path, "tiny")`; the backend loads it through the real
+loading code as MODEL_PATH:
 
     from tests.csm_tiny import tiny_model_dir, tiny_settings
     backend = CsmBackend(tiny_settings(tmp_path))   # MODEL_PATH=tiny dir, CACHE_DIR=tmp_path
+    blocks, generation = speak(backend, make_request("Hello."))
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
+from sesame_server.backends.base import Generation
 from sesame_server.config import Settings
 from sesame_server.engine.request import ContextTurn, SpeechRequest
 
@@ -26,7 +30,7 @@ SAMPLES_PER_FRAME = 1920
 
 @lru_cache(maxsize=None)
 def tiny_model_dir() -> Path:
-    from sesame_server.backends.csm.random_weights import write_model_dir
+    from tests.csm_fixtures import write_model_dir
 
     root = Path(tempfile.mkdtemp(prefix="csm-tiny-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -40,11 +44,11 @@ def tiny_settings(cache_dir: Path, **changes) -> Settings:
     ).replace(**changes)
 
 
-def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False) -> Iterator:
+def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False, **options) -> Iterator:
     """A loaded tiny CsmBackend for a test module: `yield from` it in a module fixture."""
     from sesame_server.backends.csm import CsmBackend
 
-    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=frames)
+    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=frames, **options)
     backend.load()
     if warmup:
         backend.warmup()
@@ -54,13 +58,29 @@ def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False) -> It
 
 def make_request(text: str = "Hello there.", *, voice: str = "conversational_b", seed: int | None = 1,
                  context: tuple[ContextTurn, ...] = (), request_id: str = "test", **fields) -> SpeechRequest:
-    from sesame_server.engine.text import split_sentences
-
-    return SpeechRequest(
-        text=text, sentences=tuple(split_sentences(text)), voice=voice, request_id=request_id,
-        seed=seed, context=context, **fields,
-    )
+    return SpeechRequest(text=text, voice=voice, request_id=request_id, seed=seed, context=context, **fields)
 
 
-def collect(backend, request: SpeechRequest, cancel: threading.Event | None = None):
-    return list(backend.stream(request, cancel or threading.Event()))
+def speak(backend, request: SpeechRequest, cancel: threading.Event | None = None, *,
+          cancel_after: int | None = None) -> tuple[list[np.ndarray], Generation]:
+    """Run a stream to its end: (PCM blocks, the Generation it returned). With `cancel_after`,
+    the client "hangs up" (cancel is set) once that many blocks arrived."""
+    cancel = cancel or threading.Event()
+    stream = backend.stream(request, cancel)
+    blocks = []
+    while True:
+        try:
+            blocks.append(next(stream).pcm)
+        except StopIteration as stop:
+            return blocks, stop.value
+        if len(blocks) == cancel_after:
+            cancel.set()
+
+
+def collect(backend, request: SpeechRequest, cancel: threading.Event | None = None) -> list[np.ndarray]:
+    return speak(backend, request, cancel)[0]
+
+
+def codes(generation: Generation) -> np.ndarray:
+    """Every code the generation spoke, [codebooks, frames]."""
+    return np.concatenate([c for _, c in generation.segments], axis=1)

@@ -6,7 +6,6 @@ exact SpeechRequest the engine handed to `CsmBackend.stream`.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -17,6 +16,7 @@ from elevenlabs import ElevenLabs
 
 from sesame_server.backends.csm import CsmBackend
 from tests.csm_tiny import tiny_settings
+from tests.fakes import FakeClock
 from tests.live import live_server
 
 FRAMES = 8
@@ -28,6 +28,8 @@ VOICE = "conversational_b"
 def server(tmp_path_factory):
     settings = tiny_settings(tmp_path_factory.mktemp("cache"), threads=8, context_session_gap_seconds=GAP)
     with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=FRAMES)) as live:
+        live.clock = FakeClock()  # session gaps: moved by hand, so no test waits for one
+        live.app.extensions["sesame_tts"].turns.clock = live.clock
         yield live
 
 
@@ -64,7 +66,7 @@ def test_talk_mode_requests_carry_the_previous_turns(server):
     assert_same_codes(context_codes(server, second), codes_of(server, first))
     assert headers2["x-context-turns"] == "1"
     # Turn 2 continued turn 1's cached state: it prefilled its own text (+ turn 1's unfed tail).
-    text_tokens = server.engine.backend.last_request_text_tokens
+    text_tokens = server.job(second).generation.text_tokens
     assert text_tokens <= int(headers2["x-prefill-tokens"]) <= text_tokens + 2
     assert int(headers1["x-prefill-tokens"]) > 0
 
@@ -91,7 +93,7 @@ def test_other_sessions_voices_and_clients_start_fresh(server):
 def test_a_long_pause_starts_a_new_conversation(server):
     key = uuid.uuid4().hex
     speak(server, "Before the pause.", api_key=key)
-    time.sleep(GAP + 0.5)
+    server.clock.advance(GAP + 0.5)
     after, headers = speak(server, "After the pause.", api_key=key)
     assert headers["x-context-turns"] == "0" and not server.job(after).request.context
 
@@ -151,15 +153,18 @@ def test_sessions_cannot_reference_each_others_turns(server):
     assert headers["x-context-turns"] == "0"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"context": "not a list"}, "context"),
-    ({"context": [{"text": 5}]}, "context[0]"),
-    ({"context": [{"text": "hi", "speaker": "one"}]}, "context[0].speaker"),
-    ({"context": [{}] * 21}, "context"),
-    ({"audio_ref": ["x"]}, "audio_ref"),
-    ({"previous_request_ids": "abc"}, "previous_request_ids"),
+@pytest.mark.parametrize("body, param, loc", [
+    ({"context": "not a list"}, "context", ["context"]),
+    ({"context": [{"text": 5}]}, "context[0].text", ["context", 0, "text"]),
+    ({"context": [{"text": "hi", "speaker": "one"}]}, "context[0].speaker", ["context", 0, "speaker"]),
+    ({"context": [{"text": "hi", "speaker": 12}]}, "context[0].speaker", ["context", 0, "speaker"]),
+    ({"context": [{}]}, "context[0]", ["context[0]"]),  # neither text nor audio_ref
+    ({"context": [{"text": "hi"}] * 21}, "context", ["context"]),
+    ({"audio_ref": ["x"]}, "audio_ref", ["audio_ref"]),
+    ({"audio_ref": "x" * 129}, "audio_ref", ["audio_ref"]),
+    ({"previous_request_ids": "abc"}, "previous_request_ids", ["previous_request_ids"]),
 ])
-def test_bad_context_fields_get_errors_in_each_dialect(server, body, param):
+def test_bad_context_fields_get_errors_in_each_dialect(server, body, param, loc):
     response = requests.post(f"{server.url}/v1/audio/speech",
                              json={"model": "tts-1", "voice": "alloy", "input": "Hi.", **body})
     assert response.status_code == 400
@@ -167,7 +172,7 @@ def test_bad_context_fields_get_errors_in_each_dialect(server, body, param):
     voice_id = requests.get(f"{server.url}/v1/voices").json()["voices"][0]["voice_id"]
     response = requests.post(f"{server.url}/v1/text-to-speech/{voice_id}", json={"text": "Hi.", **body})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"][-1] == param
+    assert response.json()["detail"][0]["loc"] == ["body", *loc]
     assert requests.get(f"{server.url}/health").json()["status"] == "ok"
 
 
@@ -195,7 +200,7 @@ def test_context_off_means_no_memory(tmp_path):
 def test_request_log_lines_say_what_conditioned_the_audio(server, caplog):
     import logging
 
-    from sesame_server.logs import REQUEST_LOGGER
+    from sesame_server.ops.request_log import REQUEST_LOGGER
     from tests.fakes import wait_until
 
     caplog.set_level(logging.INFO, logger=REQUEST_LOGGER)

@@ -5,26 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 
-from sesame_server import bench
+from sesame_server.backends.registry import plugin
 from sesame_server.config import Settings
 
 
 def test_bench_tiny_writes_the_documented_json(tmp_path, capsys):
+    csm = plugin("csm")  # what `sesame-tts bench` calls
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    csm.add_bench_arguments(parser)
     out = tmp_path / "bench.json"
     args = parser.parse_args(["--random-weights", "--flavor", "tiny", "--frames", "4", "--rounds", "1",
                               "--json", str(out)])
-    results = bench.run(args, Settings(cache_dir=tmp_path))
+    results = csm.bench(args, Settings(cache_dir=tmp_path))
     data = json.loads(out.read_text())
     for key in ("ms_per_frame", "reference_ms_per_frame", "speedup", "first_audio_frames", "prefill_tokens_cold",
-                "prefill_tokens_warm", "request_text_tokens", "ttfa_ms", "rtf", "peak_memory_gb", "dtype", "config"):
+                "prefill_tokens_warm", "request_text_tokens", "ttfa_ms", "rtf", "peak_memory_gb", "rss_gb", "dtype",
+                "config", "mimi_decode_ms", "ms_per_frame_streaming", "reference_first_frame_ms", "device"):
         assert key in data, key
     assert set(data["ttfa_ms"]) >= {"prefill", "first_frame", "first_decode"}
     assert data["first_audio_frames"] == 1
     assert data["prefill_tokens_warm"] == data["request_text_tokens"] < data["prefill_tokens_cold"]
     assert data["dtype"] == "float32" and data["config"]["audio_num_codebooks"] == 32
     assert data["ms_per_frame"] > 0 and data["reference_ms_per_frame"] > 0
+    assert data["mimi_decode_ms"] > 0 and data["ms_per_frame_streaming"] > 0 and data["rss_gb"] > 0
     assert results["speedup"] == data["speedup"]
     turn = data["context_turn"]  # turn 2 of a conversation: continued KV state vs full prefill
     # The full prefill re-reads turn 1 (text, 4 frames, end frame); continuing feeds only

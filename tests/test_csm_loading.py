@@ -141,16 +141,42 @@ def _fake_hub_cache(root, repo_id: str, source) -> None:
 ])
 def test_backend_auto_picks_csm_on_apple_silicon_with_weights(tmp_path, monkeypatch, system, machine, cached,
                                                               expected):
+    import platform
+
     import huggingface_hub.constants
 
-    from sesame_server import backends
+    from sesame_server.backends.selection import create_backend
 
     assert (tiny_model_dir() / "model.safetensors").is_file()
     if cached:
         _fake_hub_cache(tmp_path / "hub", "mlx-community/csm-1b", tiny_model_dir())
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(backends.platform, "system", lambda: system)
-    monkeypatch.setattr(backends.platform, "machine", lambda: machine)
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
     settings = Settings(backend="auto", cache_dir=tmp_path, mimi_id=str(tiny_model_dir() / "mimi"),
                         tokenizer_id=str(tiny_model_dir() / "tokenizer"))
-    assert backends.create_backend(settings).name == expected
+    assert create_backend(settings).info.name == expected
+
+
+def test_backend_auto_takes_csm_anywhere_with_a_model_path(tmp_path, monkeypatch):
+    import platform
+
+    from sesame_server.backends import registry
+    from sesame_server.backends.selection import create_backend
+
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert create_backend(tiny_settings(tmp_path, backend="auto")).info.name == "csm"
+    ok, reason = registry.plugin("csm").available(tiny_settings(tmp_path, model_path=None, model_id="nobody/none"),
+                                                  auto=True)
+    assert not ok and "nobody/none" in reason
+
+
+def test_mimi_configs_round_trip_through_json():
+    import json
+
+    from sesame_server.backends.csm.mimi_io import mimi_config_from_dict, mimi_config_to_dict
+    from sesame_server.backends.csm.random_config import mimi_config
+
+    cfg = mimi_config("small")
+    assert mimi_config_from_dict(json.loads(json.dumps(mimi_config_to_dict(cfg)))) == cfg

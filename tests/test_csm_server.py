@@ -20,6 +20,7 @@ from sesame_server.audio.formats import elevenlabs_format, openai_format
 from sesame_server.backends.csm import CsmBackend
 from tests.audio_check import assert_speech, decode
 from tests.csm_tiny import tiny_settings
+from tests.fakes import wait_until
 from tests.live import live_server
 
 TEXT = "Hello there. This is the conversational voice."
@@ -96,8 +97,9 @@ def test_health_reports_the_csm_model(csm_server):
     body = requests.get(f"{csm_server.url}/health").json()
     assert body["status"] == "ok"
     model = body["model"]
-    assert model["loaded"] and model["dtype"] and model["rss_gb"] > 0
-    assert model["memory_gb"] is not None and model["peak_memory_gb"] is not None
+    assert model["loaded"] and model["dtype"] and body["process"]["rss_bytes"] > 0
+    assert model["memory_bytes"] > 0 and model["memory_gb"] == round(model["memory_bytes"] / 1e9, 3)
+    assert model["peak_memory_bytes"] >= model["memory_bytes"]
 
 
 def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
@@ -121,7 +123,7 @@ def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
             data = b"".join(response.data)
             check(csm_server, data, fmt.container, fmt.sample_rate, response.headers["request-id"])
         assert backend.mimi_encodes == expected_encodes
-    assert voice_id in backend.status()["voices_prefilled"]
+    assert voice_id in csm_server.engine.status.backend["voices_prefilled"]
 
     # The OpenAI dialect can use the cloned voice by id too.
     response = openai.OpenAI(base_url=f"{csm_server.url}/v1", api_key="x").audio.speech.with_raw_response.create(
@@ -132,6 +134,35 @@ def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
     with pytest.raises(ApiError) as info:
         eleven.voices.get(voice_id)
     assert info.value.status_code == 404
+    # Its prompt codes and KV prefix are evicted on the inference thread (it kept them before).
+    wait_until(lambda: voice_id not in csm_server.engine.status.backend["voices_prefilled"])
+
+
+def test_health_and_metrics_never_call_mlx_from_a_request_thread(csm_server, monkeypatch):
+    """Scraping while CSM generates reads the published status: MLX is only driven by the
+    inference thread (request threads calling MLX raced it and read dicts it was changing)."""
+    import threading
+
+    import mlx.core as mx
+
+    callers = set()
+    for name in ("get_active_memory", "get_peak_memory"):
+        real = getattr(mx, name)
+
+        def spy(*args, _real=real, **kwargs):
+            callers.add(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(mx, name, spy)
+    long_text = " ".join(f"Sentence number {n}." for n in range(12))
+    speaking = threading.Thread(target=requests.post, args=(f"{csm_server.url}/v1/audio/speech",),
+                                kwargs={"json": {"model": "tts-1", "voice": "nova", "input": long_text}})
+    speaking.start()
+    while speaking.is_alive():
+        assert requests.get(f"{csm_server.url}/health").status_code == 200
+        assert requests.get(f"{csm_server.url}/metrics").status_code == 200
+    speaking.join()
+    assert callers <= {"inference"} and "inference" in callers
 
 
 def test_random_weights_server_says_so(tmp_path):

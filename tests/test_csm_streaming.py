@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.csm_tiny import SAMPLES_PER_FRAME, collect, make_request, loaded_backend
+from tests.csm_tiny import SAMPLES_PER_FRAME, codes, collect, loaded_backend, make_request, speak
 
 FRAMES = 8
 
@@ -18,18 +18,27 @@ def backend(tmp_path_factory):
 
 
 def test_first_block_after_one_frame_then_frame_by_frame(backend):
-    blocks = backend.stream(make_request("Stream me, please."), threading.Event())
-    first = next(blocks)
-    assert first.dtype == np.float32 and first.ndim == 1
-    assert len(first) == SAMPLES_PER_FRAME
-    assert backend.frames_generated == 1
-    second = next(blocks)
-    assert len(second) == SAMPLES_PER_FRAME and backend.frames_generated == 2
-    rest = list(blocks)
+    before = backend.counters.frames_generated
+    stream = backend.stream(make_request("Stream me, please."), threading.Event())
+    first = next(stream)
+    assert first.pcm.dtype == np.float32 and first.pcm.ndim == 1
+    assert len(first.pcm) == SAMPLES_PER_FRAME
+    assert backend.counters.frames_generated == before + 1
+    assert first.prefill_tokens > 0 and first.context_turns == 0  # the first block says what conditioned it
+    second = next(stream)
+    assert len(second.pcm) == SAMPLES_PER_FRAME and backend.counters.frames_generated == before + 2
+    rest = []
+    while True:
+        try:
+            rest.append(next(stream).pcm)
+        except StopIteration as stop:
+            generation = stop.value
+            break
     assert [len(b) for b in rest] == [SAMPLES_PER_FRAME] * (FRAMES - 2)
-    audio = np.concatenate([first, second, *rest])
+    audio = np.concatenate([first.pcm, second.pcm, *rest])
     assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 1e-3  # noise, not silence
-    assert backend.last_timings["first_audio"] > 0
+    assert generation.frames == FRAMES and generation.prefill_tokens == first.prefill_tokens
+    assert 0 < generation.timings["first_audio"] <= generation.timings["total"]
 
 
 def test_first_chunk_frames_buffers_the_start_only(backend):
@@ -38,25 +47,25 @@ def test_first_chunk_frames_buffers_the_start_only(backend):
 
 
 def test_cancel_stops_within_one_frame(backend):
-    cancel = threading.Event()
-    blocks = backend.stream(make_request("Cancel me halfway through."), cancel)
-    next(blocks), next(blocks)
-    cancel.set()
-    remaining = list(blocks)
-    assert len(remaining) <= 1
-    assert backend.frames_generated <= 3
+    before = backend.counters.frames_generated
+    blocks, generation = speak(backend, make_request("Cancel me halfway through."), cancel_after=2)
+    assert len(blocks) <= 3  # at most one block after the cancel
+    assert backend.counters.frames_generated - before <= 3
+    assert generation.frames <= 3 and codes(generation).shape[1] == generation.frames  # what was spoken
+    assert "total" not in generation.timings
 
 
 def test_cancel_before_the_first_frame_yields_nothing(backend):
     cancel = threading.Event()
     cancel.set()
-    assert collect(backend, make_request("Never mind."), cancel) == []
+    blocks, generation = speak(backend, make_request("Never mind."), cancel)
+    assert blocks == [] and generation.frames == 0
 
 
 def test_request_after_a_cancelled_stream_is_unaffected(backend):
     request = make_request("The same words, the same seed.", seed=11)
-    reference = np.concatenate(collect(backend, request))
-    reference_codes = backend.last_codes.copy()
+    blocks, generation = speak(backend, request)
+    reference, reference_codes = np.concatenate(blocks), codes(generation)
 
     cancel = threading.Event()
     streamed = backend.stream(make_request("Something else entirely, cut short.", voice="conversational_a"), cancel)
@@ -64,17 +73,19 @@ def test_request_after_a_cancelled_stream_is_unaffected(backend):
     cancel.set()
     list(streamed)
 
-    again = np.concatenate(collect(backend, request))
-    np.testing.assert_array_equal(backend.last_codes, reference_codes)
-    np.testing.assert_array_equal(again, reference)  # Mimi's streaming state was reset too
+    blocks, generation = speak(backend, request)
+    np.testing.assert_array_equal(codes(generation), reference_codes)
+    np.testing.assert_array_equal(np.concatenate(blocks), reference)  # Mimi's streaming state was reset too
 
 
 def test_sentences_continue_one_context(backend):
     request = make_request("First sentence here. And a second one.", seed=2)
     assert len(request.sentences) == 2
-    blocks = collect(backend, request)
+    prefilled = backend.counters.prefill_tokens_total
+    blocks, generation = speak(backend, request)
     assert len(blocks) == 2 * FRAMES
-    assert backend.last_codes.shape == (32, 2 * FRAMES)
+    assert codes(generation).shape == (32, 2 * FRAMES)
+    assert [text for text, _ in generation.segments] == list(request.sentences)
     # Sentence two prefilled only its own text plus the frames closing sentence one
     # (the last generated frame and the end frame): no cold restart.
-    assert backend.last_prefill_tokens == backend.last_request_text_tokens + 2
+    assert backend.counters.prefill_tokens_total - prefilled == generation.text_tokens + 2

@@ -7,26 +7,26 @@ import logging
 import numpy as np
 import pytest
 
-from sesame_server.backends.csm import CsmBackend, csm_available
+from sesame_server.backends.base import BackendError
+from sesame_server.backends.csm import CsmBackend, available
 from sesame_server.config import Settings
 from sesame_server.engine.request import ContextTurn
-from tests.csm_tiny import collect, make_request, tiny_model_dir, tiny_settings
+from tests.csm_tiny import codes, collect, make_request, speak, tiny_model_dir, tiny_settings
 
 FRAMES = 4
 
 
 def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
     backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
-    collect(backend, make_request("A first request."))
+    _, cold = speak(backend, make_request("A first request."))
     assert backend.mimi_encodes == 1
-    cold = backend.last_prefill_tokens
-    voice_tokens = cold - backend.last_request_text_tokens
+    voice_tokens = cold.prefill_tokens - cold.text_tokens
     assert voice_tokens > 12  # the voice segment: its transcript, its audio frames, the end frame
 
-    collect(backend, make_request("A second, different request."))
+    _, warm = speak(backend, make_request("A second, different request."))
     assert backend.mimi_encodes == 1
-    assert backend.voice_cache_hits == 1
-    assert backend.last_prefill_tokens == backend.last_request_text_tokens
+    assert backend.counters.voice_cache_hits == 1
+    assert warm.prefill_tokens == warm.text_tokens
 
     collect(backend, make_request("Another voice.", voice="conversational_a"))
     assert backend.mimi_encodes == 2
@@ -47,14 +47,15 @@ def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
 def test_context_turns_sit_between_voice_and_text(tmp_path):
     backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
     collect(backend, make_request("Warm the voice."))
-    codes = np.random.default_rng(0).integers(0, 60, (32, 5))
-    turns = (ContextTurn("What did you say?", speaker=1), ContextTurn("I said hello.", speaker=0, codes=codes))
-    collect(backend, make_request("And now this.", context=turns, previous_text="Earlier words."))
-    builder = backend._builder
-    context_tokens = (len(builder.text("What did you say?", 1)) + len(builder.segment("I said hello.", 0, codes))
+    audio = np.random.default_rng(0).integers(0, 60, (32, 5))
+    turns = (ContextTurn("What did you say?", speaker=1), ContextTurn("I said hello.", speaker=0, codes=audio))
+    _, generation = speak(backend, make_request("And now this.", context=turns, previous_text="Earlier words."))
+    builder = backend.runtime.builder
+    context_tokens = (len(builder.text("What did you say?", 1)) + len(builder.segment("I said hello.", 0, audio))
                       + len(builder.text("Earlier words.", 0)))
-    assert backend.last_prefill_tokens == context_tokens + backend.last_request_text_tokens
-    assert backend.last_codes.shape == (32, FRAMES)
+    assert generation.prefill_tokens == context_tokens + generation.text_tokens
+    assert generation.context_turns == 3
+    assert generation.segments[0][1].shape == (32, FRAMES)
 
 
 def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
@@ -63,13 +64,35 @@ def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
     long_turns = tuple(
         ContextTurn(f"Turn {i}.", speaker=i % 2, codes=np.full((32, 300), 3), turn_id=f"t{i}") for i in range(8)
     )  # 8 x ~300 tokens: more than the 2048-token window
-    blocks = collect(backend, make_request("Still speaking.", context=long_turns))
+    blocks, generation = speak(backend, make_request("Still speaking.", context=long_turns))
     assert len(blocks) == FRAMES
     # A re-lay keeps the newest turns, at most half the window of them (so it does not
     # recur at every following sentence), and always the voice prompt.
-    assert backend.last_context_turns == 3
-    assert 3 * 300 < backend.last_prefill_tokens < 1024 + 100
-    assert backend.voice_cache_hits == 1  # the voice prefix was reused, not dropped
+    assert generation.context_turns == 3
+    assert 3 * 300 < generation.prefill_tokens < 1024 + 100
+    assert backend.counters.voice_cache_hits == 1  # the voice prefix was reused, not dropped
+
+
+def test_a_cloned_voice_is_encoded_once_and_forgotten_when_deleted(tmp_path):
+    import soundfile
+
+    from sesame_server.backends.csm.random_weights import random_voice_prompt
+    from sesame_server.engine.request import ReferenceVoice
+
+    wav = tmp_path / "mine.wav"
+    soundfile.write(str(wav), random_voice_prompt(1.0, seed=9), 24_000, subtype="PCM_16")
+    reference = ReferenceVoice(voice_id="mine", audio_path=str(wav), transcript="Hello there.")
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    _, cold = speak(backend, make_request("In my voice.", voice="mine", reference=reference))
+    _, warm = speak(backend, make_request("Again.", voice="mine", reference=reference))
+    assert backend.mimi_encodes == 1 and warm.prefill_tokens == warm.text_tokens < cold.prefill_tokens
+    assert backend.status()["voices_prefilled"] == ["mine"]
+
+    backend.forget_voice("mine")  # deleted: its codes and its KV prefix go
+    assert backend.status()["voices_prefilled"] == []
+    wav.unlink()
+    with pytest.raises(BackendError, match="mine"):  # nothing in memory still speaks it
+        speak(backend, make_request("Gone.", voice="mine", reference=reference))
 
 
 def test_voices_have_names_and_labels(tmp_path):
@@ -79,10 +102,11 @@ def test_voices_have_names_and_labels(tmp_path):
 
 
 def test_csm_available_is_local_only(tmp_path):
-    assert csm_available(tiny_settings(tmp_path)) == (True, f"weights found locally: MODEL_PATH {tiny_model_dir()}")
-    ok, reason = csm_available(Settings(model_path=tmp_path / "nothing-here"))
+    local = (True, f"weights found locally: MODEL_PATH {tiny_model_dir()}")
+    assert available(tiny_settings(tmp_path)) == available(tiny_settings(tmp_path), auto=True) == local
+    ok, reason = available(Settings(model_path=tmp_path / "nothing-here"))
     assert not ok and "MODEL_PATH" in reason
-    ok, reason = csm_available(Settings(random_weights="tiny"))
+    ok, reason = available(Settings(random_weights="tiny"), auto=True)
     assert ok and "random" in reason
 
 
@@ -96,7 +120,9 @@ def test_random_weights_backend_says_it_is_noise(tmp_path, caplog):
     status = backend.status()
     assert status["random_weights"] == "tiny" and "NOISE" in status["warning"]
     assert status["model_id"] == "random-weights:tiny"
-    assert status["memory_gb"] > 0 and status["rss_gb"] > 0 and status["peak_memory_gb"] >= status["memory_gb"]
+    assert isinstance(status["memory_bytes"], int) and status["memory_bytes"] > 1_000_000  # bytes, not GB
+    assert status["peak_memory_bytes"] >= status["memory_bytes"]
+    assert "rss_gb" not in status and "memory_gb" not in status  # process memory is the ops layer's
     assert not (tmp_path / "csm").exists()  # random prompts are not cached on disk
 
 
@@ -107,29 +133,34 @@ def test_quantized_backend_generates(tmp_path, bits):
     backend = CsmBackend(tiny_settings(tmp_path, quantize=bits), max_frames_per_sentence=3)
     blocks = collect(backend, make_request("Quantized speech."))
     assert len(blocks) == 3 and all(np.isfinite(b).all() for b in blocks)
-    assert isinstance(backend.model.backbone.layers[0].self_attn.q_proj, nn.QuantizedLinear)
-    assert isinstance(backend.model.decoder.layers[0].mlp.down_proj, nn.QuantizedLinear)
+    model = backend.runtime.model
+    assert isinstance(model.backbone.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    assert isinstance(model.decoder.layers[0].mlp.down_proj, nn.QuantizedLinear)
 
 
 def test_long_text_drops_the_oldest_context_when_the_window_fills(tmp_path):
-    frames = 40
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=frames)
+    """End to end: sentence two does not fit next to the context, which is re-laid without it."""
+    frames, window = 8, 136
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=frames, max_len=window)
     collect(backend, make_request("Warm the voice."))
-    voice_tokens = backend._prefixes["conversational_b"].length
-    builder = backend._builder
-    turn = ContextTurn("Old.", speaker=1, codes=np.full((32, 1940), 5))
-    turn_tokens = len(builder.segment(turn.text, turn.speaker, turn.codes))
+    voice_tokens = backend.runtime.voice_prefix(backend.runtime.voice_prompt("conversational_b"))[0].length
+    builder = backend.runtime.builder
     first, second = "One more.", "Two more."
     text1, text2 = len(builder.text(first, 0)), len(builder.text(second, 0))
-    assert voice_tokens + turn_tokens + text1 + frames < 2048 < voice_tokens + turn_tokens + text1 + frames + 2 + text2 + frames
+    turn = ContextTurn("Old.", speaker=1, codes=np.full((32, 60), 5))
+    turn_tokens = len(builder.segment(turn.text, turn.speaker, turn.codes))
+    assert voice_tokens + turn_tokens + text1 + frames < window < voice_tokens + turn_tokens + text1 + frames + 2 + text2 + frames
 
-    collect(backend, make_request(f"{first} {second}", context=(turn,)))
-    assert backend.last_codes.shape == (32, 2 * frames)
+    prefilled = backend.counters.prefill_tokens_total
+    blocks, generation = speak(backend, make_request(f"{first} {second}", context=(turn,)))
+    assert len(blocks) == 2 * frames and codes(generation).shape == (32, 2 * frames)
     # Sentence two did not fit: the old turn was dropped, sentence one (text, audio, end
     # frame) re-laid after the cached voice prefix, which was never re-prefilled.
     sentence_one = text1 + frames + 1
-    assert backend.last_prefill_tokens == (turn_tokens + text1) + (sentence_one + text2)
-    assert backend.voice_cache_hits == 1  # the second request started from the cached voice
+    assert backend.counters.prefill_tokens_total - prefilled == (turn_tokens + text1) + (sentence_one + text2)
+    assert backend.counters.window_relays == 1
+    assert generation.prefill_tokens == turn_tokens + text1  # what the first audio waited for
+    assert generation.context_turns == 0  # only the request's own sentence is left
 
 
 def test_download_all_uses_local_directories_offline(tmp_path, monkeypatch):
@@ -161,14 +192,13 @@ def test_download_command_checks_a_local_directory_offline(tmp_path, monkeypatch
 
 
 def test_long_text_relays_the_window_rarely(tmp_path):
-    """Once the window is full, a re-lay (a full prefill of the kept context) must buy room for
-    many sentences, not recur at every one of them."""
-    from sesame_server.backends.csm.frame_loop import FrameLoop
-
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=30)
-    backend.load()
-    backend._loop = FrameLoop(backend.model, valid_ids=backend.valid_ids, max_len=512)  # a small window
-    text = " ".join(f"This is sentence number {n} of a long story." for n in range(16))
-    collect(backend, make_request(text))
-    assert backend.frames_generated == 16 * 30  # about 3 windows' worth: it filled more than once
-    assert backend.last_prefill_tokens < 3 * backend.last_request_text_tokens
+    """End to end: once the window is full, a re-lay (a full prefill of the kept context)
+    buys room for several sentences, and the long text is spoken in full."""
+    frames, sentences = 4, 12  # ~13 positions a sentence: the 128-position window fills at the 8th
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=frames, max_len=128)
+    request = make_request(" ".join(["Hello there."] * sentences))
+    blocks, generation = speak(backend, request)
+    assert generation.frames == sentences * frames and len(blocks) == sentences * frames
+    assert [text for text, _ in generation.segments] == list(request.sentences)
+    assert 1 <= backend.counters.window_relays <= sentences // 4  # it filled, but no re-lay per sentence
+    assert backend.counters.prefill_tokens_total < 3 * generation.text_tokens

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sesame_server.engine.engine import Engine, QueueFull
+from sesame_server.engine.engine import Engine, ModelUnavailable, QueueFull
 from sesame_server.engine.request import SpeechRequest
-from tests.fakes import FakeBackend, wait_until
+from tests.fakes import FakeBackend, FakeClock, wait_until
 
 
 def speech(rid: str, stream: bool = False) -> SpeechRequest:
-    return SpeechRequest(text="Hello.", sentences=("Hello.",), voice="fake_voice", request_id=rid, stream=stream)
+    return SpeechRequest(text="Hello.", voice="fake_voice", request_id=rid, stream=stream)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_cancelled_waiting_job_leaves_the_queue_and_never_runs(gated):
     assert engine.queue_depth == 0
     backend.gate.release(3)
     assert drain(first) == 3
-    wait_until(lambda: waiting.done)
+    assert waiting.done.wait(5)
     assert "gone" not in backend.served
 
 
@@ -72,11 +72,11 @@ def test_cancel_stops_generation_within_one_frame(gated):
     next(blocks)
     blocks.close()  # client went away after the first frame
     backend.gate.release(10)
-    wait_until(lambda: job.done)
+    assert job.done.wait(5)
     assert job.interrupted
     assert job.frames == 1
     assert backend.frames_after_cancel["talk"] == 0
-    assert engine.interruptions == 1
+    assert engine.status.interruptions == 1
 
 
 def test_backend_errors_reach_the_request_thread():
@@ -94,11 +94,12 @@ def test_backend_errors_reach_the_request_thread():
 
 def test_load_failure_is_reported_and_retried_per_job():
     backend = FakeBackend(fail_load=True)
-    engine = Engine(backend, warmup=False).start()
+    engine = Engine(backend, warmup=False, advise=lambda exc: f"advice for {exc}").start()
     try:
         engine.wait_ready(5)
         assert engine.state == "error"
-        with pytest.raises(RuntimeError, match="weights missing"):
+        assert engine.status.load_error == "advice for weights missing"
+        with pytest.raises(ModelUnavailable, match="advice for weights missing"):
             drain(engine.submit(speech("x")))
         assert backend.loads == 2
     finally:
@@ -106,12 +107,20 @@ def test_load_failure_is_reported_and_retried_per_job():
 
 
 def test_idle_unload_then_transparent_reload():
+    clock = FakeClock()
     backend = FakeBackend(frames=2)
-    engine = Engine(backend, warmup=False, idle_unload_minutes=0.002).start()  # 0.12 s
+    engine = Engine(backend, warmup=False, idle_unload_minutes=10, clock=clock).start()
     try:
         assert drain(engine.submit(speech("a"))) == 2
+        clock.advance(9 * 60)
+        engine.poke()
+        wait_until(lambda: engine.queue_depth == 0)
+        assert engine.state == "ready" and backend.unloads == 0
+        clock.advance(61)
+        engine.poke()
         wait_until(lambda: engine.state == "unloaded", timeout=5)
         assert backend.unloads == 1 and not backend.loaded
+        assert engine.status.backend["loaded"] is False  # the snapshot followed
         assert drain(engine.submit(speech("b"))) == 2
         assert backend.loads == 2 and engine.state == "ready"
     finally:
@@ -123,7 +132,67 @@ def test_warmup_runs_one_generation_before_ready():
     engine = Engine(backend, warmup=True).start()
     try:
         assert engine.wait_ready(5)
-        assert backend.served == ["warmup"]
-        assert engine.requests_served == 0
+        assert backend.served == ["warmup"] and backend.warmups == 1
+        assert engine.status.requests_served == 0
+    finally:
+        engine.stop()
+
+
+def test_a_client_that_left_the_queue_holds_no_slot():
+    """MAX_QUEUE_DEPTH=1: a queued request whose client hung up must not make the next one a 429."""
+    backend = FakeBackend(frames=1, gated=True)
+    engine = Engine(backend, max_queue_depth=1, warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        running = engine.submit(speech("running"))
+        wait_until(backend.started.is_set)
+        gone = engine.submit(speech("gone"))
+        assert list(gone.blocks(client_gone=lambda: True)) == []  # the client hung up while queued
+        after = engine.submit(speech("after"))  # raised QueueFull before the fix
+        backend.gate.release(2)
+        assert drain(running) == 1 and drain(after) == 1
+        assert "gone" not in backend.served
+    finally:
+        engine.stop()
+
+
+def test_status_is_published_by_the_inference_thread_only():
+    backend = FakeBackend(frames=3)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        before = engine.status
+        assert before.state == "ready" and before.backend["model_id"] == "fake"
+        drain(engine.submit(speech("one")))
+        wait_until(lambda: engine.status.requests_served == 1)
+        assert engine.status is not before and before.requests_served == 0  # snapshots never change
+        with pytest.raises(TypeError):
+            engine.status.backend["loaded"] = False  # read-only
+        assert backend.status_threads == {"inference"}
+    finally:
+        engine.stop()
+
+
+def test_forget_voice_runs_on_the_inference_thread_before_the_next_job():
+    backend = FakeBackend(frames=1)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        engine.forget_voice("deleted")
+        drain(engine.submit(speech("next")))
+        assert backend.forgotten == ["deleted"]
+    finally:
+        engine.stop()
+
+
+def test_the_generation_result_and_first_block_figures_reach_the_job():
+    backend = FakeBackend(frames=3)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        job = engine.submit(speech("figures"))
+        assert drain(job) == 3
+        assert job.done.wait(5)
+        assert job.prefill_tokens == 7 and job.context_turns == 0
+        assert job.generation.frames == 3 and job.error is None and not job.interrupted
     finally:
         engine.stop()

@@ -1,17 +1,24 @@
-"""Structured logs: JSON lines with the request fields, rotation, tracebacks, idempotent setup."""
+"""Structured logs: JSON lines with the request fields, rotation, tracebacks, idempotent setup,
+and the request log middleware over a real engine."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+import threading
+import time
+import uuid
 
 import pytest
-from flask import Flask, Response
+from flask import Blueprint, Flask, Response, g
 
 from sesame_server.engine.engine import Engine
 from sesame_server.engine.request import SpeechRequest
-from sesame_server.logs import REQUEST_LOGGER, format_human, init_request_log, log_request, note_request, setup_logging
-from tests.fakes import FakeBackend, wait_until
+from sesame_server.ops.logs import format_human, setup_logging, teardown_logging
+from sesame_server.ops.request_log import REQUEST_LOGGER, init_request_log, log_request, note_request
+from tests.fakes import FakeBackend
 
 REQUEST_FIELDS = ("request_id", "dialect", "route", "voice", "format", "input_length", "streamed", "queue_wait_ms",
                   "ttfa_ms", "generation_ms", "audio_seconds", "status", "interrupted")
@@ -19,18 +26,18 @@ REQUEST_FIELDS = ("request_id", "dialect", "route", "voice", "format", "input_le
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    level = logging.getLogger().level
     yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+    teardown_logging()
+    logging.getLogger().setLevel(level)
 
 
 def lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def request_lines(path) -> list[dict]:
+    return [e for e in lines(path) if e["logger"] == REQUEST_LOGGER]
 
 
 def ours() -> list[logging.Handler]:
@@ -64,6 +71,30 @@ def test_setup_is_idempotent_and_level_is_honoured(tmp_path):
     assert [e["message"] for e in lines(tmp_path / "a.log")] == ["shown"]
     setup_logging("DEBUG")  # the CLI's first call has no file: the file handler goes away
     assert len(ours()) == 1
+
+
+def test_teardown_removes_only_our_handlers(tmp_path):
+    theirs = logging.NullHandler()
+    logging.getLogger().addHandler(theirs)
+    try:
+        setup_logging("INFO", tmp_path / "server.log")
+        teardown_logging()
+        assert ours() == [] and theirs in logging.getLogger().handlers
+    finally:
+        logging.getLogger().removeHandler(theirs)
+
+
+def test_console_follows_stderr_after_it_is_swapped_and_closed(monkeypatch):
+    # A test harness (pytest's capture) swaps stderr and closes the old stream: logging must
+    # write to the current one, not fail with "I/O operation on closed file".
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("INFO", console_level="INFO")
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    logging.getLogger("x").info("still heard")
+    assert "still heard" in second.getvalue()
 
 
 def test_console_is_quiet_when_a_service_manager_captures_it(tmp_path, capsys):
@@ -139,7 +170,6 @@ def test_errors_inside_a_request_name_the_request(tmp_path):
 
     @app.get("/boom")
     def boom():
-        from flask import g
         g.request_id = "rid-1"
         logging.getLogger("sesame_server.app").error("it broke")
         return "no"
@@ -149,7 +179,11 @@ def test_errors_inside_a_request_name_the_request(tmp_path):
     assert (entry["request_id"], entry["method"], entry["path"]) == ("rid-1", "GET", "/boom")
 
 
-# -- the request hook over a real engine ---------------------------------------------------------
+# -- the request log over a real engine ------------------------------------------------------------
+def _set_request_id() -> None:
+    g.request_id = uuid.uuid4().hex  # what the API layer's request_id() does
+
+
 @pytest.fixture
 def speech_app(tmp_path):
     setup_logging("INFO", tmp_path / "server.log")
@@ -157,14 +191,18 @@ def speech_app(tmp_path):
     engine = Engine(backend, warmup=False).start()
     assert engine.wait_ready(5)
     app = Flask(__name__)
-    seen: list[dict] = []
-    init_request_log(app, seen.append)
+    app.before_request(_set_request_id)
+    seen: list[tuple[dict, object, bool]] = []  # (fields, job, whether the job was final when observed)
+
+    def observe(fields, job) -> None:
+        seen.append((dict(fields), job, job is not None and job.done.is_set()))
+
+    init_request_log(app, observe)
 
     @app.post("/v1/audio/speech")
     def speak():
         text = "Hello there, how are you today?"
-        job = engine.submit(SpeechRequest(text=text, sentences=(text,), voice="fake_voice", request_id="r1",
-                                          stream=True))
+        job = engine.submit(SpeechRequest(text=text, voice="fake_voice", request_id="r1", stream=True))
         note_request(dialect="openai", voice="fake_voice", format="pcm", input_length=len(text), job=job)
 
         def chunks():
@@ -183,27 +221,37 @@ def test_one_line_per_request_with_job_timings(speech_app):
     response = app.test_client().post("/v1/audio/speech")
     assert len(response.get_data()) == 4 * 1920 * 4
     response.close()
-    [entry] = [e for e in lines(log_file) if e["logger"] == REQUEST_LOGGER]
+    [entry] = request_lines(log_file)
     for field in REQUEST_FIELDS:
         assert field in entry, field
     assert entry["route"] == "/v1/audio/speech" and entry["status"] == 200 and entry["streamed"] is True
+    assert entry["dialect"] == "openai"  # noted by the view, not derived from a blueprint name
     assert entry["audio_seconds"] == pytest.approx(0.32)
     assert entry["ttfa_ms"] >= entry["queue_wait_ms"] >= 0
     assert entry["interrupted"] is False
-    assert seen and seen[0]["request_id"] == entry["request_id"]
+    assert entry["prefill_tokens"] == 7 and entry["context_turns"] == 0
+    [(fields, job, done)] = seen
+    assert fields["request_id"] == entry["request_id"] and len(entry["request_id"]) == 32
+    assert done and job.frames == 4
 
 
-def test_interrupted_request_says_where_it_stopped(speech_app):
-    app, backend, _, log_file = speech_app
+def test_interrupted_request_waits_for_the_job_and_says_where_it_stopped(speech_app, monkeypatch):
+    app, backend, seen, log_file = speech_app
     backend.gate.release()  # one frame; the test client reads it before returning the response
     response = app.test_client().post("/v1/audio/speech", buffered=False)
     assert next(iter(response.response))
+    slept: list[str] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(threading.current_thread().name), real_sleep(s)))
     response.close()  # the client hung up after the first frame
-    wait_until(lambda: any(e["logger"] == REQUEST_LOGGER for e in lines(log_file)))
-    [entry] = [e for e in lines(log_file) if e["logger"] == REQUEST_LOGGER]
+    # No waiting here: closing the response blocked on job.done, without sleep-polling.
+    assert threading.current_thread().name not in slept
+    [entry] = request_lines(log_file)
     assert entry["interrupted"] is True
     assert entry["frame"] == 1 and entry["frames_expected"] >= 1
     assert f"interrupted at frame 1 of ~{entry['frames_expected']}" in entry["message"]
+    [(_, job, done)] = seen
+    assert done and job.interrupted
 
 
 def test_error_responses_log_their_message(tmp_path):
@@ -218,3 +266,45 @@ def test_error_responses_log_their_message(tmp_path):
     app.test_client().post("/v1/audio/speech").close()
     [entry] = lines(tmp_path / "server.log")
     assert entry["status"] == 400 and entry["error"] == "Unknown voice 'x'"
+    assert entry["dialect"] == "none"
+
+
+def test_blueprint_and_app_hooks_log_a_request_once(tmp_path):
+    setup_logging("INFO", tmp_path / "server.log")
+    api = Blueprint("api", __name__)
+    calls: list[str] = []
+
+    @api.get("/v1/voices")
+    def voices():
+        note_request(dialect="elevenlabs")
+        return {"voices": []}
+
+    app = Flask(__name__)
+    init_request_log(api, lambda fields, job: calls.append(f"api {fields['route']}"))
+    app.register_blueprint(api)
+    init_request_log(app, lambda fields, job: calls.append(f"app {fields['route']}"))
+    client = app.test_client()
+    client.get("/v1/voices").close()  # both hooks run: the blueprint's records it
+    client.get("/nowhere").close()  # no blueprint: the app's hook records it
+    assert calls == ["api /v1/voices", "app unmatched"]
+    entries = request_lines(tmp_path / "server.log")
+    assert [(e["route"], e["dialect"], e["status"]) for e in entries] == \
+        [("/v1/voices", "elevenlabs", 200), ("unmatched", "none", 404)]
+
+
+def test_requests_in_one_app_context_are_each_logged(tmp_path):
+    # flask.g is shared by every request served while one app context is pushed.
+    setup_logging("INFO", tmp_path / "server.log")
+    app = Flask(__name__)
+    init_request_log(app)
+
+    @app.get("/ping")
+    def ping():
+        note_request(voice="joe")
+        return "pong"
+
+    with app.app_context():
+        client = app.test_client()
+        client.get("/ping").close()
+        client.get("/ping").close()
+    assert len(request_lines(tmp_path / "server.log")) == 2

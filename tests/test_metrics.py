@@ -1,33 +1,61 @@
-"""Prometheus metrics: exposition parses, histograms move, names follow the conventions."""
+"""Prometheus metrics: exposition parses, histograms move, names follow the conventions, and a
+scrape reads only what the inference thread published."""
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, request
 from prometheus_client.parser import text_string_to_metric_families
 
 from sesame_server.engine.engine import Engine
 from sesame_server.engine.request import SpeechRequest
-from sesame_server.logs import init_request_log
-from sesame_server.metrics import EXTENSION, Metrics, init_metrics
-from tests.fakes import FakeBackend, wait_until
+from sesame_server.ops.collectors import ProcessMemoryCollector
+from sesame_server.ops.metrics import EXTENSION, Metrics, init_metrics, metrics
+from sesame_server.ops.request_log import init_request_log, note_request
+from tests.fakes import FakeBackend, FakeClock, wait_until
 
 SNAKE = re.compile(r"^[a-z_][a-z0-9_]*$")
 UNITLESS_HISTOGRAMS = {"sesame_tts_generation_real_time_factor"}  # seconds per second
 
 
+def metrics_app(engine: Engine, name: str = __name__) -> Flask:
+    """An app with the metrics and a /metrics route standing in for the API layer's."""
+    app = Flask(name)
+    init_metrics(app, engine)
+
+    @app.get("/metrics")
+    def scrape_route():
+        body, content_type = metrics().exposition(request.headers.get("Accept"))
+        return Response(body, content_type=content_type)
+
+    return app
+
+
+def speech(rid: str) -> SpeechRequest:
+    return SpeechRequest(text="Hello there.", voice="fake_voice", request_id=rid)
+
+
 @pytest.fixture
 def served():
+    """A real engine, and an app whose request log feeds the metrics, like the server's."""
     backend = FakeBackend(frames=3)
     engine = Engine(backend, warmup=False).start()
     assert engine.wait_ready(5)
-    app = Flask(__name__)
-    metrics = init_metrics(app, engine)
-    yield app, engine, metrics
+    app = metrics_app(engine)
+    init_request_log(app, metrics(app).observe_record)
+
+    @app.post("/v1/audio/speech")
+    def speak():
+        job = engine.submit(speech(request.args.get("rid", "r")))
+        note_request(dialect=request.args.get("dialect", "openai"), format="pcm", job=job)
+        return Response((block.tobytes() for block in job.blocks()), content_type="audio/pcm")
+
+    yield app, engine, metrics(app)
     engine.stop()
 
 
@@ -46,64 +74,82 @@ def value(families: dict, name: str, sample: str | None = None, **labels) -> flo
     raise AssertionError(f"no sample {sample or name}{labels} in {family.samples}")
 
 
-def speech(rid: str) -> SpeechRequest:
-    return SpeechRequest(text="Hello there.", sentences=("Hello there.",), voice="fake_voice", request_id=rid)
+def _has_series(families: dict, name: str) -> bool:
+    return any(s.name == f"{name}_count" for s in families[name].samples)
 
 
 def test_exposition_parses_and_has_every_family(served):
-    app, _, metrics = served
-    assert app.extensions[EXTENSION] is metrics
+    app, _, registry = served
+    assert app.extensions[EXTENSION] is registry
     families = scrape(app)
     for name in ("sesame_tts_requests", "sesame_tts_time_to_first_audio_seconds", "sesame_tts_queue_wait_seconds",
                  "sesame_tts_queue_depth", "sesame_tts_generation_seconds", "sesame_tts_generation_real_time_factor",
                  "sesame_tts_cancellations", "sesame_tts_encode_seconds", "sesame_tts_context_cache_turns",
                  "sesame_tts_context_lookups", "sesame_tts_model_loaded", "sesame_tts_engine_state",
-                 "sesame_tts_process_peak_resident_memory_bytes", "process_resident_memory_bytes"):
+                 "sesame_tts_process_peak_resident_memory_bytes", "process_resident_memory_bytes",
+                 "sesame_tts_build_info"):
         assert name in families, name
     assert value(families, "sesame_tts_model_loaded") == 1
     assert value(families, "sesame_tts_engine_state", state="ready") == 1
     assert value(families, "sesame_tts_queue_depth") == 0
     assert value(families, "process_resident_memory_bytes") > 1e6
+    assert value(families, "sesame_tts_build_info", backend="fake", model="fake") == 1
+    assert "sesame_tts_model_memory_bytes" not in families  # the fake reports none
 
 
-def test_ttfa_histogram_moves_after_a_job(served):
-    app, engine, _ = served
+def test_init_metrics_registers_no_route_and_no_engine_observer():
+    engine = Engine(FakeBackend(), warmup=False)
+    app = Flask(__name__)
+    registry = init_metrics(app, engine)
+    assert metrics(app) is registry
+    assert [rule.rule for rule in app.url_map.iter_rules()] == ["/static/<path:filename>"]
+    assert engine.on_job_done == []
+    with app.app_context():
+        assert metrics() is registry
+
+
+def test_job_histograms_move_from_the_request_log_with_its_dialect(served):
+    app, _, _ = served
     assert not _has_series(scrape(app), "sesame_tts_time_to_first_audio_seconds")
-    job = engine.submit(speech("r1"))
-    assert sum(1 for _ in job.blocks()) == 3
-    wait_until(lambda: _has_series(scrape(app), "sesame_tts_time_to_first_audio_seconds"))
+    response = app.test_client().post("/v1/audio/speech?dialect=elevenlabs")
+    assert len(response.get_data()) == 3 * 1920 * 4
+    response.close()  # the request log observes the job when the response is closed
     after = scrape(app)
     ttfa = "sesame_tts_time_to_first_audio_seconds"
-    assert value(after, ttfa, f"{ttfa}_count", dialect="unknown") == 1
-    assert value(after, ttfa, f"{ttfa}_sum", dialect="unknown") > 0
-    assert value(after, "sesame_tts_generation_seconds", "sesame_tts_generation_seconds_count") == 1
-    assert value(after, "sesame_tts_generated_audio_seconds", "sesame_tts_generated_audio_seconds_total") == \
-        pytest.approx(0.24)
+    assert value(after, ttfa, f"{ttfa}_count", dialect="elevenlabs") == 1
+    assert value(after, ttfa, f"{ttfa}_sum", dialect="elevenlabs") > 0
+    assert value(after, "sesame_tts_generation_seconds", "sesame_tts_generation_seconds_count",
+                 dialect="elevenlabs") == 1
+    assert value(after, "sesame_tts_generated_audio_seconds", "sesame_tts_generated_audio_seconds_total",
+                 dialect="elevenlabs") == pytest.approx(0.24)
+    assert value(after, "sesame_tts_prefill_tokens", "sesame_tts_prefill_tokens_sum", dialect="elevenlabs") == 7
+    assert value(after, "sesame_tts_requests", "sesame_tts_requests_total", dialect="elevenlabs",
+                 route="/v1/audio/speech", format="pcm", status="200", streamed="true") == 1
 
 
-def _has_series(families: dict, name: str) -> bool:
-    return any(s.name == f"{name}_count" for s in families[name].samples)
-
-
-def fake_job(*, started=0.5, first=0.7, finished=2.5, audio=4.0, interrupted=False, cancelled=False, dialect="x"):
+def fake_job(*, started=0.5, first=0.7, finished=2.5, audio=4.0, interrupted=False, cancelled=False):
     submitted = 100.0
+    done = threading.Event()
+    if finished is not None:
+        done.set()
     return SimpleNamespace(
-        request=SimpleNamespace(dialect=dialect), submitted_at=submitted,
+        submitted_at=submitted,
         started_at=None if started is None else submitted + started,
         first_audio_at=None if first is None else submitted + first,
         finished_at=None if finished is None else submitted + finished,
-        audio_seconds=audio, interrupted=interrupted,
+        audio_seconds=audio, interrupted=interrupted, prefill_tokens=None, error=None, done=done,
         cancel=SimpleNamespace(is_set=lambda: cancelled or interrupted),
     )
 
 
 def test_observe_job_records_waits_rtf_and_cancellations():
-    metrics = Metrics(process=False)
-    metrics.observe_job(fake_job(), "openai")  # 2 s of generation for 4 s of audio: RTF 0.5
-    metrics.observe_job(fake_job(interrupted=True, audio=1.0), "elevenlabs")
-    metrics.observe_job(fake_job(started=None, first=None, finished=3.0, audio=0.0, cancelled=True), "openai")
-    metrics.observe_engine_job(fake_job(dialect="elevenlabs"))
-    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition()[0].decode())}
+    registry = Metrics(process=False)
+    registry.observe_job(fake_job(), "openai")  # 2 s of generation for 4 s of audio: RTF 0.5
+    registry.observe_job(fake_job(interrupted=True, audio=1.0), "elevenlabs")
+    registry.observe_job(fake_job(started=None, first=None, finished=None, audio=0.0, cancelled=True), "openai")
+    registry.observe_record({"dialect": "elevenlabs", "route": "/v1/text-to-speech/<voice_id>", "status": 200},
+                            fake_job())
+    families = {f.name: f for f in text_string_to_metric_families(registry.exposition()[0].decode())}
     rtf = "sesame_tts_generation_real_time_factor"
     assert value(families, rtf, f"{rtf}_sum", dialect="openai") == pytest.approx(0.5)
     assert value(families, rtf, f"{rtf}_count", dialect="elevenlabs") == 1  # the interrupted one is left out
@@ -115,15 +161,15 @@ def test_observe_job_records_waits_rtf_and_cancellations():
 
 
 def test_encode_context_and_request_observations():
-    metrics = Metrics(process=False)
-    metrics.observe_encode("mp3", 0.004)
-    metrics.set_context_cache(3)
+    registry = Metrics(process=False)
+    registry.observe_encode("mp3", 0.004)
+    registry.set_context_cache(3)
     for hit in (True, True, False):
-        metrics.observe_context_lookup(hit)
-    metrics.observe_request("openai", "/v1/audio/speech", "mp3", 200, True, duration=1.5)
-    metrics.observe_record({"dialect": "elevenlabs", "route": "/v1/text-to-speech/<voice_id>", "format": None,
-                            "status": 404, "streamed": False})
-    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition()[0].decode())}
+        registry.observe_context_lookup(hit)
+    registry.observe_request("openai", "/v1/audio/speech", "mp3", 200, True, duration=1.5)
+    registry.observe_record({"dialect": "elevenlabs", "route": "/v1/text-to-speech/<voice_id>", "format": None,
+                             "status": 404, "streamed": False})
+    families = {f.name: f for f in text_string_to_metric_families(registry.exposition()[0].decode())}
     assert value(families, "sesame_tts_encode_seconds", "sesame_tts_encode_seconds_count", format="mp3") == 1
     assert value(families, "sesame_tts_context_cache_turns") == 3
     assert value(families, "sesame_tts_context_lookups", "sesame_tts_context_lookups_total", result="hit") == 2
@@ -133,24 +179,22 @@ def test_encode_context_and_request_observations():
                  format="none", status="404", streamed="false") == 1
 
 
-def test_request_hook_counts_scrapes(served):
-    app, _, metrics = served
-    init_request_log(app, metrics.observe_record)
+def test_request_log_counts_scrapes(served):
+    app, _, _ = served
     client = app.test_client()
     for _ in range(2):
         client.get("/metrics").close()  # closing the response is what runs the hook
     families = scrape(app)
-    assert value(families, "sesame_tts_requests", "sesame_tts_requests_total", dialect="metrics",
+    assert value(families, "sesame_tts_requests", "sesame_tts_requests_total", dialect="none",
                  route="/metrics", status="200") == 2
 
 
 def test_names_and_labels_follow_prometheus_conventions(served):
-    app, engine, metrics = served
-    job = engine.submit(speech("r2"))
-    list(job.blocks())
-    metrics.observe_encode("wav", 0.001)
-    metrics.observe_request("openai", "/v1/audio/speech", "wav", 200, False, duration=0.2)
-    wait_until(lambda: _has_series(scrape(app), "sesame_tts_generation_seconds"))
+    app, _, registry = served
+    app.test_client().post("/v1/audio/speech").close()
+    registry.observe_encode("wav", 0.001)
+    registry.observe_request("openai", "/v1/audio/speech", "wav", 200, False, duration=0.2)
+    assert _has_series(scrape(app), "sesame_tts_generation_seconds")
     for family in scrape(app).values():
         assert SNAKE.match(family.name), family.name
         assert family.documentation, f"{family.name} has no HELP"
@@ -167,16 +211,62 @@ def test_names_and_labels_follow_prometheus_conventions(served):
             assert "_seconds" in family.name, family.name
 
 
-def test_model_loaded_gauge_follows_the_backend(served):
-    app, engine, _ = served
-    engine.backend.unload()
-    assert value(scrape(app), "sesame_tts_model_loaded") == 0
+class MemoryReportingBackend(FakeBackend):
+    def status(self) -> dict:
+        return {**super().status(), "memory_bytes": 1_234_567_891}
+
+
+def test_model_memory_gauge_is_the_backends_bytes_exactly():
+    engine = Engine(MemoryReportingBackend(), warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        families = scrape(metrics_app(engine))
+        assert value(families, "sesame_tts_model_memory_bytes") == 1_234_567_891
+    finally:
+        engine.stop()
+
+
+def test_model_loaded_gauge_follows_the_published_status():
+    clock = FakeClock()
+    engine = Engine(FakeBackend(), warmup=False, idle_unload_minutes=1, clock=clock).start()
+    try:
+        assert engine.wait_ready(5)
+        app = metrics_app(engine)
+        assert value(scrape(app), "sesame_tts_model_loaded") == 1
+        clock.advance(61)
+        engine.poke()
+        wait_until(lambda: engine.status.state == "unloaded")
+        families = scrape(app)
+        assert value(families, "sesame_tts_model_loaded") == 0
+        assert value(families, "sesame_tts_engine_state", state="unloaded") == 1
+    finally:
+        engine.stop()
+
+
+def test_scrapes_during_generation_never_touch_the_backend():
+    backend = FakeBackend(frames=6, gated=True)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        app = metrics_app(engine)
+        job = engine.submit(speech("busy"))
+        wait_until(backend.started.is_set)
+        blocks = job.blocks()
+        for _ in range(6):  # scrape between frames, while the inference thread generates
+            assert value(scrape(app), "sesame_tts_generating") == 1
+            backend.gate.release()
+            next(blocks)
+        assert job.done.wait(5)
+        scrape(app)
+        assert backend.status_threads == {"inference"}
+    finally:
+        engine.stop()
 
 
 def test_each_app_has_its_own_registry():
     engines = [Engine(FakeBackend(), warmup=False) for _ in range(2)]
-    apps = [Flask(f"app{n}") for n in range(2)]
-    first, second = (init_metrics(app, engine) for app, engine in zip(apps, engines))
+    apps = [metrics_app(engine, f"app{n}") for n, engine in enumerate(engines)]
+    first, second = (metrics(app) for app in apps)
     first.observe_encode("mp3", 0.01)
     assert first.registry is not second.registry
     body = apps[1].test_client().get("/metrics").get_data(as_text=True)
@@ -188,6 +278,12 @@ def test_openmetrics_is_negotiated(served):
     response = app.test_client().get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.content_type.startswith("application/openmetrics-text")
     assert response.get_data(as_text=True).rstrip().endswith("# EOF")
+
+
+def test_process_memory_collector_reports_plausible_bytes():
+    # What macOS scrapes (no /proc there); psutil gives the same names on every platform.
+    samples = {family.name: family.samples[0].value for family in ProcessMemoryCollector().collect()}
+    assert 1e6 < samples["process_resident_memory_bytes"] <= samples["process_virtual_memory_bytes"]
 
 
 def test_scrape_is_fast_enough_for_a_busy_server(served):

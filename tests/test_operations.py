@@ -12,6 +12,8 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes import wait_until
+
 
 def scrape(url: str) -> dict[str, float]:
     text = requests.get(f"{url}/metrics").text
@@ -28,11 +30,10 @@ def test_metrics_parse_and_ttfa_moves_after_a_request(piper_server):
     response = requests.post(f"{piper_server.url}/v1/audio/speech",
                              json={"model": "tts-1", "voice": "alloy", "input": "Counting.", "response_format": "opus"})
     assert response.status_code == 200
-    piper_server.job(response.headers["x-request-id"])
-    time.sleep(0.2)  # the request line is recorded when waitress closes the response
-    after = scrape(piper_server.url)
     key = "sesame_tts_time_to_first_audio_seconds_count{dialect=openai}"
-    assert after[key] == before.get(key, 0) + 1
+    # The request line (and its job's metrics) is recorded when waitress closes the response.
+    wait_until(lambda: scrape(piper_server.url).get(key) == before.get(key, 0) + 1)
+    after = scrape(piper_server.url)
     encode = "sesame_tts_encode_seconds_count{format=opus}"
     assert after[encode] == before.get(encode, 0) + 1
     requests_key = next(k for k in after if k.startswith("sesame_tts_requests_total{")
@@ -66,7 +67,9 @@ def test_served_requests_are_logged_as_json_lines(tmp_path):
         ok = requests.post(f"{url}/v1/text-to-speech/JoeEmbeddedPiper/stream", json={"text": "Log me."})
         bad = requests.post(f"{url}/v1/audio/speech", json={"model": "tts-1", "voice": "nobody", "input": "Hi."})
         assert (ok.status_code, bad.status_code) == (200, 400)
-        time.sleep(0.5)
+        log_file = tmp_path / "server.log"
+        wait_until(lambda: bad.headers["x-request-id"] in log_file.read_text()
+                   and ok.headers["request-id"] in log_file.read_text())
     finally:
         server.terminate()
         assert server.wait(20) == 0, server.stderr.read()  # SIGTERM is a clean stop
@@ -80,3 +83,27 @@ def test_served_requests_are_logged_as_json_lines(tmp_path):
     assert speech["input_length"] == len("Log me.") and speech["audio_seconds"] > 0.3
     error = by_id[bad.headers["x-request-id"]]
     assert error["status"] == 400 and "nobody" in error["error"]
+
+
+def test_health_and_metrics_scraped_while_generating_never_touch_the_backend(tmp_path):
+    """/health and /metrics read what the inference thread published, never the backend:
+    scraping them in a loop mid-generation is always clean, and status() runs on one thread."""
+    import threading
+
+    from tests.conftest import piper_settings
+    from tests.fakes import FakeBackend
+    from tests.live import live_server
+
+    backend = FakeBackend(frames=40, gated=True)
+    with live_server(piper_settings(tmp_path, warmup_on_start=False), backend=backend) as server:
+        body = {"model": "tts-1", "voice": "fake_voice", "input": "A long one.", "response_format": "pcm"}
+        speaking = threading.Thread(target=requests.post, args=(f"{server.url}/v1/audio/speech",), kwargs={"json": body})
+        speaking.start()
+        wait_until(backend.started.is_set)
+        for n in range(40):
+            backend.gate.release()
+            health = requests.get(f"{server.url}/health")
+            assert health.status_code == 200 and health.json()["model"]["loaded"] is True
+            assert requests.get(f"{server.url}/metrics").status_code == 200
+        speaking.join(10)
+    assert backend.status_threads == {"inference"}

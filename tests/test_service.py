@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sesame_server import service
 from sesame_server.config import Settings
-from sesame_server.service import LABEL, Target, health_url, plist_dict, render_plist, render_systemd_unit
+from sesame_server.ops import log_viewer, service_manager
+from sesame_server.ops.health_check import health_url
+from sesame_server.ops.service_units import LABEL, Target, current_python, plist_dict, render_plist, render_systemd_unit
 from tests.fakes import FakeBackend
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "etc" / "launchd" / "com.sesame-tts.server.plist"
@@ -67,7 +68,7 @@ def test_template_in_etc_matches_what_install_renders():
                           workdir=Path("/ABSOLUTE/PATH/TO/sesame-tts-server"),
                           cache_dir=Path("/Users/YOU/.cache/sesame-tts"),
                           env_file=Path("/ABSOLUTE/PATH/TO/sesame-tts-server/.env"))
-    assert template == rendered, "etc/launchd template and service.plist_dict() disagree: update both"
+    assert template == rendered, "etc/launchd template and service_units.plist_dict() disagree: update both"
 
 
 def unit_values(text: str) -> dict[str, list[str]]:
@@ -105,7 +106,7 @@ def test_systemd_escapes_percent(tmp_path):
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env-file", default=".env")
-    service.add_arguments(parser)
+    service_manager.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -118,7 +119,7 @@ def manager_calls(monkeypatch) -> list[list[str]]:
         import subprocess
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(service, "service_manager", fake)
+    monkeypatch.setattr(service_manager, "call_manager", fake)
     return calls
 
 
@@ -137,7 +138,7 @@ def settings_for(tmp_path, **changes) -> Settings:
 @pytest.mark.parametrize("manager", ["launchd", "systemd"])
 def test_install_dry_run_prints_and_changes_nothing(manager, tmp_path, home, manager_calls, capsys):
     args = parse("--env-file", str(tmp_path / ".env"), "--manager", manager, "install", "--dry-run")
-    assert service.run(args, settings_for(tmp_path)) == 0
+    assert service_manager.run(args, settings_for(tmp_path)) == 0
     out = capsys.readouterr().out
     assert ("com.sesame-tts.server" if manager == "launchd" else "ExecStart=") in out
     assert manager_calls == [] and not list(home.rglob("*"))
@@ -147,7 +148,7 @@ def test_install_dry_run_prints_and_changes_nothing(manager, tmp_path, home, man
 def test_systemd_install_writes_the_unit_and_enables_it(tmp_path, home, manager_calls, capsys):
     args = parse("--env-file", str(tmp_path / ".env"), "--manager", "systemd", "install", "--wait", "0",
                  "--port", "8891")
-    assert service.run(args, settings_for(tmp_path)) == 0
+    assert service_manager.run(args, settings_for(tmp_path)) == 0
     unit = home / ".config" / "systemd" / "user" / "sesame-tts.service"
     assert "--port 8891" in unit.read_text()
     assert ["systemctl", "--user", "enable", "sesame-tts.service"] in manager_calls
@@ -155,7 +156,7 @@ def test_systemd_install_writes_the_unit_and_enables_it(tmp_path, home, manager_
     assert (tmp_path / "cache").is_dir()  # launchd would not create the log directory itself
 
     manager_calls.clear()
-    assert service.run(parse("--manager", "systemd", "uninstall"), settings_for(tmp_path)) == 0
+    assert service_manager.run(parse("--manager", "systemd", "uninstall"), settings_for(tmp_path)) == 0
     assert not unit.exists()
     assert ["systemctl", "--user", "disable", "--now", "sesame-tts.service"] in manager_calls
 
@@ -163,40 +164,40 @@ def test_systemd_install_writes_the_unit_and_enables_it(tmp_path, home, manager_
 def test_launchd_install_bootstraps_the_agent(tmp_path, home, manager_calls):
     args = parse("--env-file", str(tmp_path / ".env"), "--manager", "launchd", "install", "--wait", "0",
                  "--port", "8892")
-    assert service.run(args, settings_for(tmp_path)) == 0
+    assert service_manager.run(args, settings_for(tmp_path)) == 0
     plist_path = home / "Library" / "LaunchAgents" / "com.sesame-tts.server.plist"
     plist = plistlib.loads(plist_path.read_bytes())
-    assert plist["ProgramArguments"][0] == str(service.current_python())
+    assert plist["ProgramArguments"][0] == str(current_python())
     assert plist["StandardOutPath"] == str(tmp_path / "cache" / "service.log")
     assert any(cmd[:2] == ["launchctl", "bootstrap"] and cmd[-1] == str(plist_path) for cmd in manager_calls)
     # status asks the port the installed agent listens on, not the env file's
-    assert service.installed_address(Target.for_platform("launchd", home)) == (None, 8892)
+    assert service_manager.installed_address(Target.for_platform("launchd", home)) == (None, 8892)
 
 
 def test_installed_address_of_a_systemd_unit(tmp_path, paths):
     target = Target.for_platform("systemd", tmp_path)
-    assert service.installed_address(target) == (None, None)
+    assert service_manager.installed_address(target) == (None, None)
     target.unit_path.parent.mkdir(parents=True)
     target.unit_path.write_text(render_systemd_unit(**paths, host="0.0.0.0", port=9001))
-    assert service.installed_address(target) == ("0.0.0.0", 9001)
+    assert service_manager.installed_address(target) == ("0.0.0.0", 9001)
 
 
 def test_install_reports_a_failing_service_manager(tmp_path, home, monkeypatch, capsys):
     import subprocess
-    monkeypatch.setattr(service, "service_manager",
+    monkeypatch.setattr(service_manager, "call_manager",
                         lambda cmd: subprocess.CompletedProcess(cmd, 1, "", "Failed to connect to bus"))
     args = parse("--env-file", str(tmp_path / ".env"), "--manager", "systemd", "install", "--wait", "0")
-    assert service.run(args, settings_for(tmp_path)) == 1
+    assert service_manager.run(args, settings_for(tmp_path)) == 1
     assert "Failed to connect to bus" in capsys.readouterr().err
 
 
 def test_uninstall_when_not_installed_is_fine(tmp_path, home, manager_calls):
-    assert service.run(parse("--manager", "launchd", "uninstall"), settings_for(tmp_path)) == 0
+    assert service_manager.run(parse("--manager", "launchd", "uninstall"), settings_for(tmp_path)) == 0
     assert manager_calls == []
 
 
 def test_service_manager_without_the_tool_is_a_failed_result():
-    result = service.service_manager(["no-such-launchctl-here", "list"])
+    result = service_manager.call_manager(["no-such-launchctl-here", "list"])
     assert result.returncode == 127
 
 
@@ -218,7 +219,7 @@ def test_status_reports_a_healthy_server(tmp_path, home, manager_calls, capsys):
 
     with live_server(settings_for(tmp_path, threads=2), backend=FakeBackend()) as live:
         port = int(live.url.rsplit(":", 1)[1])
-        code = service.run(parse("--manager", "systemd", "status", "--wait", "10"),
+        code = service_manager.run(parse("--manager", "systemd", "status", "--wait", "10"),
                            settings_for(tmp_path, host="127.0.0.1", port=port))
     out = capsys.readouterr().out
     assert code == 0, out
@@ -229,7 +230,7 @@ def test_status_without_a_server_fails_fast(tmp_path, home, manager_calls, capsy
     from sesame_server.server import next_free_port
 
     settings = settings_for(tmp_path, host="127.0.0.1", port=next_free_port("127.0.0.1", 20000))
-    assert service.run(parse("--manager", "systemd", "status", "--wait", "0"), settings) == 1
+    assert service_manager.run(parse("--manager", "systemd", "status", "--wait", "0"), settings) == 1
     assert "not reachable" in capsys.readouterr().out
 
 
@@ -246,20 +247,20 @@ def test_logs_prints_human_lines_and_raw_json(tmp_path, capsys):
                     "exc_info": "Traceback (most recent call last):\nValueError: bad"})
     write_log(tmp_path / "cache", entries)
     settings = settings_for(tmp_path)
-    assert service.run(parse("logs", "-n", "3"), settings) == 0
+    assert service_manager.run(parse("logs", "-n", "3"), settings) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("#3") and "ERROR" in out[2] and out[-1] == "ValueError: bad"
-    assert service.run(parse("logs", "-n", "1", "--json"), settings) == 0
+    assert service_manager.run(parse("logs", "-n", "1", "--json"), settings) == 0
     assert json.loads(capsys.readouterr().out)["message"] == "broke"
 
 
 def test_logs_without_a_log(tmp_path, capsys):
-    assert service.run(parse("logs"), settings_for(tmp_path)) == 1
+    assert service_manager.run(parse("logs"), settings_for(tmp_path)) == 1
     assert "No log yet" in capsys.readouterr().err
 
 
 def test_tail_lines_reads_big_files_from_the_end(tmp_path):
     path = tmp_path / "big.log"
     path.write_text("".join(f"line {n} {'x' * 100}\n" for n in range(20000)))
-    assert [line.split()[1] for line in service.tail_lines(path, 3)] == ["19997", "19998", "19999"]
-    assert service.tail_lines(path, 0) == []
+    assert [line.split()[1] for line in log_viewer.tail_lines(path, 3)] == ["19997", "19998", "19999"]
+    assert log_viewer.tail_lines(path, 0) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sesame_server.context.turns import Turn, TurnCache
+from tests.fakes import FakeClock
 
 
 def turn(rid: str, owner: str = "alice", seconds: float = 2.0, frames: int = 25, audio_ref: str | None = None) -> Turn:
@@ -28,11 +29,13 @@ def test_keeps_the_newest_turns_by_seconds():
 
 
 def test_gap_starts_a_new_conversation():
-    cache = TurnCache()
+    clock = FakeClock()
+    cache = TurnCache(clock=clock)
     cache.add("s", turn("r0"))
-    last = cache.recent("s", within=60)[0].created_at
-    assert cache.recent("s", within=60, now=last + 30)
-    assert cache.recent("s", within=60, now=last + 61) == []
+    clock.advance(30)
+    assert cache.recent("s", within=60)
+    clock.advance(31)
+    assert cache.recent("s", within=60) == []
 
 
 def test_sessions_and_owners_are_isolated():

@@ -1,0 +1,86 @@
+"""The speech API as ONE Flask blueprint: the dialects nested under it, with its own API-key
+check, request ids, request log and error handlers. Mounting it on a host app adds routes
+and nothing else: the host's 404/500 handlers, its own routes and its `/` are untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from sesame_server.api import dialect, models, ops
+from sesame_server.api import elevenlabs as elevenlabs_api
+from sesame_server.api import openai as openai_api
+from sesame_server.api.errors import APIError
+from sesame_server.ops.request_log import RequestObserver, init_request_log, note_request
+from sesame_server.runtime import request_id, runtime
+
+log = logging.getLogger(__name__)
+
+PARENT = "sesame_tts"
+# Open even with API_KEY set: readiness probes and service managers poll /health.
+_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.scrape", f"{PARENT}.ops.playground"})
+
+
+def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Blueprint:
+    """A fresh parent blueprint (one per app) with every dialect nested; `record` receives
+    each finished request's log fields and job (metrics)."""
+    parent = Blueprint(PARENT, __name__)
+    for child in (openai_api.bp, *elevenlabs_api.blueprints, models.bp):
+        parent.register_blueprint(child)
+    if ops_routes:
+        parent.register_blueprint(ops.bp)
+    parent.before_request(_enter)
+    parent.after_request(add_request_id)
+    init_request_log(parent, record)
+    parent.register_error_handler(APIError, dialect.error_response)
+    parent.register_error_handler(HTTPException, http_error)
+    parent.register_error_handler(Exception, unexpected_error)
+    return parent
+
+
+def _enter() -> None:
+    note_request(dialect=dialect.decide())
+    _check_api_key()
+
+
+def _check_api_key() -> None:
+    """With API_KEY set, every API route wants it as xi-api-key or Authorization: Bearer."""
+    expected = runtime().settings.api_key
+    if not expected or request.endpoint in _OPEN_ENDPOINTS:
+        return
+    given = request.headers.get("xi-api-key", "")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and not given:
+        given = token.strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise APIError(401, "Invalid or missing API key: send it as 'xi-api-key' or 'Authorization: Bearer'.",
+                       code="invalid_api_key")
+
+
+def add_request_id(response: Response) -> Response:
+    rid = request_id()
+    response.headers["x-request-id"] = rid
+    response.headers["request-id"] = rid
+    return response
+
+
+def http_error(error: HTTPException) -> Response:
+    message = error.description or error.name
+    if error.code == 404:
+        message = f"Unknown route: {request.method} {request.path}"
+    elif error.code == 405:
+        message = f"Method {request.method} is not allowed on {request.path}"
+    response = dialect.error_response(APIError(error.code or 500, message))
+    if error.code == 405 and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def unexpected_error(error: Exception) -> Response:
+    log.exception("Unhandled error on %s %s", request.method, request.path)
+    return dialect.error_response(
+        APIError(500, f"Internal server error ({error.__class__.__name__}); see the server log."))

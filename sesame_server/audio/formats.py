@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sesame_server.audio.units import SAMPLE_RATE  # every OpenAI format is 24 kHz mono
+
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -39,7 +41,6 @@ CONTENT_TYPES = {
     "alaw": "audio/x-alaw-basic",
 }
 
-OPENAI_RATE = 24_000  # every OpenAI format is 24 kHz mono
 
 # container -> bitrate. mp3 160k is what OpenAI serves; opus 48k is clean for 24 kHz
 # speech; aac 64k is transparent-ish for 24 kHz mono AAC-LC.
@@ -97,7 +98,7 @@ def openai_format(name: str) -> OutputFormat:
             name=str(name),
             accepted=OPENAI_FORMATS,
         )
-    return OutputFormat(key, OPENAI_RATE, _OPENAI_BITRATES[key], CONTENT_TYPES[key], key)
+    return OutputFormat(key, SAMPLE_RATE, _OPENAI_BITRATES[key], CONTENT_TYPES[key], key)
 
 
 def elevenlabs_format(name: str, *, streaming: bool = False) -> OutputFormat:

@@ -58,10 +58,13 @@ class AudioPipeline:
         return out + self._encoder.finish()
 
     def close(self) -> None:
-        """Release the encoder without flushing; for aborted responses (call in `finally`)."""
+        """Release the codec state; after finish() or instead of it for aborted responses
+        (call in `finally`). Native resources go now, not whenever a traceback that still
+        references this pipeline is collected."""
         if not self._finished:
             self._finished = True
             self._encoder.close()
+        self._resampler = self._stretcher = None
 
     def _encode(self, samples: np.ndarray) -> bytes:
         if not len(samples):

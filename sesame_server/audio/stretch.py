@@ -18,12 +18,10 @@ import numpy as np
 from python_stretch.Signalsmith import Stretch
 
 from sesame_server.audio.resample import as_mono_float32
-
-MIN_SPEED = 0.25
-MAX_SPEED = 4.0
+from sesame_server.audio.units import FRAME_SECONDS, MAX_SPEED, MIN_SPEED
 
 _HOP_S = 0.2  # input seconds kept from each window: splices per second vs. latency
-_FIRST_HOP_S = 0.08  # a short first window gets the first audio out one frame sooner
+_FIRST_HOP_S = FRAME_SECONDS  # a short first window gets the first audio out one frame sooner
 _XFADE_S = 0.02  # splice crossfade (output seconds): two pitch periods of a low voice
 _MAX_LAG_S = 0.01  # splice alignment search, +-: half the period of an 50 Hz voice
 _SEED = 1  # fixed seed: the same request stretches the same way every time

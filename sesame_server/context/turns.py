@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
+from typing import Callable
 
-FRAME_SECONDS = 0.08
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ class Turn:
     codes: np.ndarray | None = None  # [codebooks, frames]; None for text-only turns
     seconds: float = 0.0
     audio_ref: str | None = None
-    created_at: float = field(default_factory=time.monotonic)
     # (sentence, codes) as generated, when the turn spans several sentences: replaying
     # them as separate segments reproduces exactly what the model saw while speaking.
     segments: tuple[tuple[str, np.ndarray], ...] = ()
@@ -52,11 +51,12 @@ class _Session:
 
 class TurnCache:
     def __init__(self, *, max_turns: int = 10, max_seconds: float = 60.0, max_bytes: int = 64 << 20,
-                 max_sessions: int = 256):
+                 max_sessions: int = 256, clock: Callable[[], float] = time.monotonic):
         self.max_turns = max_turns
         self.max_seconds = max_seconds
         self.max_bytes = max_bytes
         self.max_sessions = max_sessions
+        self.clock = clock  # session gaps are measured on it (tests move a fake one)
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._refs: dict[tuple[str, str], str] = {}  # (owner, audio_ref) -> request_id
         self._bytes = 0
@@ -71,7 +71,7 @@ class TurnCache:
             state = self._sessions.pop(session, None) or _Session()
             self._sessions[session] = state  # most recently used last
             state.turns[turn.request_id] = turn
-            state.last_at = turn.created_at
+            state.last_at = self.clock()
             self._bytes += turn.nbytes
             if turn.audio_ref:
                 self._refs[(turn.owner, turn.audio_ref)] = turn.request_id
@@ -96,7 +96,7 @@ class TurnCache:
     # -- reading ---------------------------------------------------------------------------
     def recent(self, session: str, *, within: float, now: float | None = None) -> list[Turn]:
         """The session's turns, oldest first, if its last turn is at most `within` seconds old."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             state = self._sessions.get(session)
             if state is None or now - state.last_at > within:

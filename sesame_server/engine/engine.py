@@ -1,7 +1,8 @@
 """The engine: one inference thread that owns the backend, fed by a priority queue.
 
-Load, warm-up, generation and unload all run on that thread (MLX must not be driven from
-two threads). Request threads only submit jobs and read their result queues.
+Load, warm-up, generation, voice eviction and unload all run on that thread (MLX must not
+be driven from two threads). Request threads submit jobs, read their result queues and read
+the EngineStatus the thread publishes; they never touch the backend.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import math
 import queue
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
-from sesame_server.backends.base import Backend
+from sesame_server.backends.base import Backend, Generation
 from sesame_server.engine.job import END, Job
 from sesame_server.engine.request import SpeechRequest
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
-_WARMUP_TEXT = "Warming up."
+_CONTROL = -1  # queue priority of control items: before any job
+_STOP = "stop"
 
 
 class QueueFull(RuntimeError):
@@ -37,6 +40,29 @@ class EngineStopped(RuntimeError):
     """The engine is shutting down and takes no new work."""
 
 
+class ModelUnavailable(RuntimeError):
+    """The model failed to load; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the inference thread last published: safe to read from any thread."""
+
+    state: str = "starting"  # starting | loading | ready | unloaded | error | stopped
+    backend: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # Backend.status()
+    requests_served: int = 0
+    interruptions: int = 0
+    avg_generation_seconds: float | None = None
+    load_error: str | None = None  # advice for the operator when state == "error"
+
+
+@dataclass(frozen=True)
+class _Control:
+    """Work for the inference thread that is not a job (evict a voice, wake up, stop)."""
+
+    action: Callable[[], None] | str | None
+
+
 class Engine:
     def __init__(
         self,
@@ -45,24 +71,34 @@ class Engine:
         max_queue_depth: int = 3,
         warmup: bool = True,
         idle_unload_minutes: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        advise: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
     ):
         self.backend = backend
+        self.info = backend.info
         self.max_queue_depth = max_queue_depth
         self.warmup = warmup
         self.idle_unload_seconds = idle_unload_minutes * 60.0
-        self.state = "starting"  # starting | loading | ready | unloaded | error | stopped
-        self.load_error: BaseException | None = None
-        self.started_at = time.time()
-        self.requests_served = 0
-        self.interruptions = 0
+        self.clock = clock  # idle unload reads it: tests advance a fake clock, then poke()
+        self.advise = advise  # a load failure -> what the operator should do (ops.advice)
+        self.status = EngineStatus()
         self.current: Job | None = None
+        self.on_job_done: list[Callable[[Job], None]] = []  # observers: context memory, tests
+        self._state = "starting"
+        self._load_error: str | None = None  # advice, while the last load failed
+        self._served = 0
+        self._interruptions = 0
+        self._recent_seconds: collections.deque[float] = collections.deque(maxlen=20)
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._waiting: set[Job] = set()
         self._lock = threading.Lock()
-        self._recent_seconds: collections.deque[float] = collections.deque(maxlen=20)
-        self._last_activity = time.monotonic()
+        self._control_sequence = 0
+        self._last_activity = clock()
         self._thread: threading.Thread | None = None
-        self.on_job_done: list[Callable[[Job], None]] = []  # observers: logs, metrics, context
+
+    @property
+    def state(self) -> str:
+        return self._state
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "Engine":
@@ -77,182 +113,205 @@ class Engine:
             self._waiting.clear()
         for job in waiting:
             job.cancel.set()
-        if self.current is not None:
-            self.current.cancel.set()
-        self._queue.put((-1, -1, _STOP))
+        current = self.current
+        if current is not None:
+            current.cancel.set()
+        self._control(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.state = "stopped"
+        self._publish("stopped")
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.state in ("starting", "loading"):
+        while self._state in ("starting", "loading"):
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
-        return self.state in ("ready", "unloaded")
+        return self._state in ("ready", "unloaded")
 
     # -- request side ----------------------------------------------------------------
     def submit(self, request: SpeechRequest) -> Job:
-        """Queue a job; raises QueueFull when MAX_QUEUE_DEPTH jobs already wait."""
-        if self.state == "stopped":
+        """Queue a job; raises QueueFull when MAX_QUEUE_DEPTH live jobs already wait."""
+        if self._state == "stopped":
             raise EngineStopped("The server is shutting down.")
-        job = Job(request=request, frame_seconds=self.backend.frame_seconds)
+        job = Job(request=request, info=self.info)
         with self._lock:
-            depth = len(self._waiting)
+            depth = self._prune()
             if depth >= self.max_queue_depth:
                 raise QueueFull(depth, self.retry_after(depth))
             self._waiting.add(job)
         self._queue.put((job.priority, job.sequence, job))
         return job
 
+    def forget_voice(self, voice_id: str) -> None:
+        """Evict a deleted voice's cached state, on the inference thread (before the next job)."""
+        self._control(lambda: self.backend.forget_voice(voice_id))
+
+    def poke(self) -> None:
+        """Wake the inference thread so it re-checks the idle timer (tests with a fake clock)."""
+        self._control(None)
+
     def retry_after(self, depth: int | None = None) -> int:
         """Seconds until a slot frees up, estimated from recent generation times."""
         depth = self.queue_depth if depth is None else depth
-        typical = self.avg_generation_seconds or 2.0
+        typical = self.status.avg_generation_seconds or 2.0
         return max(1, math.ceil(typical * (depth + 1)))
 
     @property
     def queue_depth(self) -> int:
         with self._lock:
-            self._waiting = {job for job in self._waiting if not job.cancel.is_set()}
-            return len(self._waiting)
+            return self._prune()
 
-    @property
-    def avg_generation_seconds(self) -> float | None:
-        recent = list(self._recent_seconds)
-        return sum(recent) / len(recent) if recent else None
+    def _prune(self) -> int:
+        """Drop waiting jobs whose client already left (they hold no slot); lock held."""
+        self._waiting = {job for job in self._waiting if not job.cancel.is_set()}
+        return len(self._waiting)
 
-    def status(self) -> dict:
-        avg = self.avg_generation_seconds
-        return {
-            "state": self.state,
-            "queue_depth": self.queue_depth,
-            "requests_served": self.requests_served,
-            "interruptions": self.interruptions,
-            "avg_generation_time_ms": None if avg is None else round(avg * 1000, 1),
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-        }
+    def _control(self, action) -> None:
+        with self._lock:
+            self._control_sequence += 1
+            sequence = self._control_sequence
+        self._queue.put((_CONTROL, sequence, _Control(action)))
 
     # -- inference thread --------------------------------------------------------------
     def _run(self) -> None:
         self._load()
         while True:
-            timeout = self.idle_unload_seconds or None
+            timeout = min(self.idle_unload_seconds, 1.0) if self.idle_unload_seconds else None
             try:
-                _, _, job = self._queue.get(timeout=timeout)
+                _, _, item = self._queue.get(timeout=timeout)
             except queue.Empty:
+                item = _Control(None)
+            if isinstance(item, _Control):
+                if item.action == _STOP:
+                    break
+                if callable(item.action):
+                    self._run_control(item.action)
                 self._maybe_unload()
                 continue
-            if job is _STOP:
-                break
             with self._lock:
-                self._waiting.discard(job)
-            if job.cancel.is_set():  # the client left while it waited
-                job.finished_at = time.monotonic()
-                job.interrupted = True
-                job.results.put(END)
-                self._notify(job)
-                continue
-            self._serve(job)
+                self._waiting.discard(item)
+            self._serve(item)
         try:
-            # A backend may hold per-thread resources (csm: MLX streams) to release here.
-            getattr(self.backend, "thread_exit", self.backend.unload)()
+            self.backend.thread_exit()  # csm: MLX streams belong to this thread
         except Exception:  # noqa: BLE001 - shutting down anyway
             log.exception("Backend unload failed during shutdown")
 
+    def _run_control(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - housekeeping must never stop the thread
+            log.exception("Engine control action failed")
+        self._publish()
+
     def _load(self) -> None:
-        self.state = "loading"
+        self._publish("loading")
         started = time.monotonic()
         try:
             self.backend.load()
             if self.warmup:
-                self._warm_up()
+                self.backend.warmup()
         except Exception as exc:  # noqa: BLE001 - reported through /health and every job
-            from sesame_server.failures import describe_startup_failure
-
-            self.load_error = exc
-            self.state = "error"
-            log.error("Loading the %s backend failed:\n%s", self.backend.name,
-                      describe_startup_failure(exc, getattr(self.backend, "settings", None)), exc_info=exc)
+            self._load_error = self.advise(exc)
+            log.error("Loading the %s backend failed:\n%s", self.info.name, self._load_error, exc_info=exc)
+            self._publish("error")
             return
-        self.state = "ready"
-        self._last_activity = time.monotonic()
-        log.info("%s backend ready in %.1f s", self.backend.name, time.monotonic() - started)
-
-    def _warm_up(self) -> None:
-        warmup = getattr(self.backend, "warmup", None)
-        if callable(warmup):
-            warmup()
-            return
-        voice = self.backend.voices()[0].id
-        request = SpeechRequest(text=_WARMUP_TEXT, sentences=(_WARMUP_TEXT,), voice=voice, request_id="warmup")
-        for _ in self.backend.stream(request, threading.Event()):
-            pass
+        self._load_error = None
+        self._last_activity = self.clock()
+        log.info("%s backend ready in %.1f s", self.info.name, time.monotonic() - started)
+        self._publish("ready")
 
     def _maybe_unload(self) -> None:
-        idle = time.monotonic() - self._last_activity
-        if self.state == "ready" and self.idle_unload_seconds and idle >= self.idle_unload_seconds:
+        idle = self.clock() - self._last_activity
+        if self._state == "ready" and self.idle_unload_seconds and idle >= self.idle_unload_seconds:
             log.info("Idle for %.0f min: unloading the model", idle / 60)
             self.backend.unload()
-            self.state = "unloaded"
+            self._publish("unloaded")
 
     def _serve(self, job: Job) -> None:
-        if self.state in ("unloaded", "error"):
+        if job.cancel.is_set():  # the client left while it waited
+            self._finish(job)
+            return
+        if self._state in ("unloaded", "error"):
             self._load()  # transparent reload; a failed load is retried per job
-        if self.state == "error":
-            job.finished_at = time.monotonic()
-            job.results.put(self.load_error or RuntimeError("model not loaded"))
+        if self._state == "error":
+            job.error = ModelUnavailable(self._load_error or "The model is not loaded.")
+            job.results.put(job.error)
+            self._finish(job)
             return
         self.current = job
         job.started_at = time.monotonic()
-        job.sample_rate = self.backend.sample_rate
         try:
-            for block in self.backend.stream(job.request, job.cancel):
-                if job.first_audio_at is None:
-                    job.first_audio_at = time.monotonic()
-                    # Before the block goes out: the response headers are built from these.
-                    job.first_prefill_tokens = getattr(self.backend, "last_prefill_tokens", None)
-                    job.context_turns = getattr(self.backend, "last_context_turns", None)
-                job.samples += len(block)
-                job.results.put(block)
-                if job.cancel.is_set():
-                    break
+            job.generation = self._generate(job)
         except Exception as exc:  # noqa: BLE001 - travels to the request thread
-            from sesame_server.failures import is_out_of_memory, out_of_memory
+            from sesame_server.ops.advice import is_out_of_memory, out_of_memory
 
             log.exception("Generation failed for request %s", job.request.request_id)
             if is_out_of_memory(exc):
                 log.error(out_of_memory(exc))
+            job.error = exc
             job.results.put(exc)
         finally:
-            if job.first_audio_at is not None:  # a window re-lay may have changed it since
-                job.context_turns = getattr(self.backend, "last_context_turns", None)
-            job.segments = tuple(getattr(self.backend, "last_segments", None) or ())
-            job.finished_at = time.monotonic()
-            job.interrupted = job.cancel.is_set()
             self.current = None
-            self._last_activity = time.monotonic()
-            # Observers (context memory, metrics) run before the client sees the end, so a
-            # client's next request already finds this turn remembered.
-            self._record(job)
-            job.results.put(END)
+            self._last_activity = self.clock()
+            self._finish(job)
 
-    def _record(self, job: Job) -> None:
-        self.requests_served += 1
-        if job.interrupted:
-            self.interruptions += 1
-            log.info(
-                "Generation interrupted at frame %d of ~%d (request %s)",
-                job.frames, job.expected_frames, job.request.request_id,
-            )
-        elif job.started_at is not None:
-            self._recent_seconds.append(job.finished_at - job.started_at)
-        self._notify(job)
+    def _generate(self, job: Job) -> Generation:
+        stream = self.backend.stream(job.request, job.cancel)
+        while True:
+            try:
+                block = next(stream)
+            except StopIteration as stop:
+                return stop.value or Generation()
+            if job.first_audio_at is None:
+                job.first_audio_at = time.monotonic()
+                # Before the block goes out: the response headers are built from these.
+                job.prefill_tokens, job.context_turns = block.prefill_tokens, block.context_turns
+            if job.cancel.is_set():
+                continue  # the backend returns within a frame; nobody reads these blocks
+            job.samples += len(block.pcm)
+            job.results.put(block.pcm)
 
-    def _notify(self, job: Job) -> None:
+    def _finish(self, job: Job) -> None:
+        job.finished_at = time.monotonic()
+        job.interrupted = job.cancel.is_set() and job.error is None
+        if job.generation is not None and job.generation.context_turns is not None:
+            job.context_turns = job.generation.context_turns  # a window re-lay may have changed it
+        if job.started_at is not None:
+            self._served += 1
+            if job.interrupted:
+                self._interruptions += 1
+                log.info("Generation interrupted at frame %d of ~%d (request %s)",
+                         job.frames, job.expected_frames, job.request.request_id)
+            elif job.error is None:
+                self._recent_seconds.append(job.finished_at - job.started_at)
+        # Observers (context memory) run before the client sees the end, so a client's
+        # next request already finds this turn remembered.
         for observer in self.on_job_done:
             try:
                 observer(job)
             except Exception:  # noqa: BLE001 - an observer must never break serving
                 log.exception("on_job_done observer failed")
+        if job.started_at is not None:
+            self._publish()
+        job.results.put(END)
+        job.done.set()
+
+    def _publish(self, state: str | None = None) -> None:
+        """Publish a fresh EngineStatus (inference thread; stop() after the thread ended)."""
+        if state is not None:
+            self._state = state
+        try:
+            backend = dict(self.backend.status()) if self._state != "stopped" else dict(self.status.backend)
+        except Exception:  # noqa: BLE001 - a status must never break serving
+            log.exception("Backend status failed")
+            backend = {}
+        recent = list(self._recent_seconds)
+        self.status = EngineStatus(
+            state=self._state,
+            backend=MappingProxyType(backend),
+            requests_served=self._served,
+            interruptions=self._interruptions,
+            avg_generation_seconds=sum(recent) / len(recent) if recent else None,
+            load_error=self._load_error if self._state == "error" else None,
+        )

@@ -1,4 +1,4 @@
-"""A Job: one SpeechRequest on its way through the queue, and the PCM blocks it produces."""
+"""A Job: one SpeechRequest on its way through the queue, its PCM blocks and its one result."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from sesame_server.audio.units import MIN_SPEED
+from sesame_server.backends.base import BackendInfo, Generation
 from sesame_server.engine.request import SpeechRequest
 
 STREAMING, BUFFERED = 0, 1  # PriorityQueue order: lower first
@@ -27,29 +29,25 @@ class _End:
 END = _End()
 
 
-class JobCancelled(Exception):
-    """The job was cancelled before it produced anything."""
-
-
 @dataclass(eq=False)  # identity semantics: jobs live in sets
 class Job:
     request: SpeechRequest
+    info: BackendInfo  # of the backend that serves it: rate and frame length of its blocks
     cancel: threading.Event = field(default_factory=threading.Event)
     results: "queue.Queue[np.ndarray | _End | BaseException]" = field(default_factory=queue.Queue)
+    done: threading.Event = field(default_factory=threading.Event)  # set once every field is final
     sequence: int = field(default_factory=lambda: next(_sequence))
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     first_audio_at: float | None = None
     finished_at: float | None = None
     samples: int = 0  # PCM samples generated so far
-    sample_rate: int = 0
-    frame_seconds: float = 0.08
     interrupted: bool = False
-    # Filled in by backends that report them (csm): what conditioned the generation, and
-    # its audio as (sentence, Mimi codes [codebooks, frames]) pairs for the context cache.
-    first_prefill_tokens: int | None = None  # before the first audio (what time-to-first-audio paid for)
+    error: BaseException | None = None  # why generation failed, if it did
+    # What conditioned the first audio (backends that report it: csm), for response headers.
+    prefill_tokens: int | None = None
     context_turns: int | None = None
-    segments: tuple = ()
+    generation: Generation | None = None  # the backend's result, once finished
 
     @property
     def priority(self) -> int:
@@ -57,26 +55,24 @@ class Job:
 
     @property
     def frames(self) -> int:
-        if not self.sample_rate:
-            return 0
-        return int(round(self.samples / (self.sample_rate * self.frame_seconds)))
+        return int(round(self.samples / (self.info.sample_rate * self.info.frame_seconds)))
 
     @property
     def expected_frames(self) -> int:
-        seconds = len(self.request.text) / _CHARS_PER_SECOND / max(self.request.speed, 0.25)
-        return max(1, int(seconds / self.frame_seconds))
+        seconds = len(self.request.text) / _CHARS_PER_SECOND / max(self.request.speed, MIN_SPEED)
+        return max(1, int(seconds / self.info.frame_seconds))
 
     @property
     def audio_seconds(self) -> float:
-        return self.samples / self.sample_rate if self.sample_rate else 0.0
+        return self.samples / self.info.sample_rate
 
     @property
     def queue_wait(self) -> float | None:
         return None if self.started_at is None else self.started_at - self.submitted_at
 
     @property
-    def done(self) -> bool:
-        return self.finished_at is not None
+    def segments(self) -> tuple:
+        return self.generation.segments if self.generation is not None else ()
 
     def blocks(self, client_gone: Callable[[], bool] = lambda: False, poll: float = 0.05) -> Iterator[np.ndarray]:
         """PCM blocks as the inference thread produces them; re-raises its exceptions.

@@ -1,8 +1,10 @@
-"""The dialect-free speech request every blueprint produces and every backend consumes."""
+"""The dialect-free speech request every dialect produces and every backend consumes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from sesame_server.engine.text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -29,30 +31,30 @@ class Conversation:
 
 
 @dataclass(frozen=True)
-class VoicePrompt:
-    """A cloned voice: reference audio and what it says, used as the prompt segment."""
+class ReferenceVoice:
+    """A cloned voice's recording and what it says; the backend makes its prompt from them."""
 
-    key: str  # stable id (the voice id): backends cache the prompt's codes under it
+    voice_id: str  # stable id: backends cache what they derive from the recording under it
     audio_path: str  # 24 kHz mono WAV
-    text: str  # transcript of the audio ("" when the uploader gave none)
+    transcript: str  # "" when the uploader gave none
 
 
 @dataclass(frozen=True)
 class SpeechRequest:
     text: str  # the whole input, already validated (non-empty, within MAX_INPUT_LENGTH)
-    sentences: tuple[str, ...]  # `text` split at sentence boundaries, in order
-    voice: str  # a local voice id the backend lists in voices()
+    voice: str  # a local voice id: a backend's built-in voice, or `reference.voice_id`
     request_id: str
-    speed: float = 1.0  # 0.25..4.0; backends without native speed leave it to the pipeline
+    speed: float = 1.0  # MIN_SPEED..MAX_SPEED; backends without native speed leave it to the pipeline
     stream: bool = False  # streaming jobs are served before buffered ones
-    instructions: str | None = None
     seed: int | None = None
     temperature: float | None = None  # None: the backend's default
-    top_k: int | None = None
     first_chunk_frames: int | None = None  # None: STREAM_BUFFER_FRAMES
-    previous_text: str | None = None
-    next_text: str | None = None
-    context: tuple[ContextTurn, ...] = field(default=())
-    dialect: str = ""  # "openai" | "elevenlabs": labels metrics
-    voice_prompt: VoicePrompt | None = None  # set for cloned voices; `voice` is then its id
+    previous_text: str | None = None  # text-only context spoken just before (ElevenLabs)
+    context: tuple[ContextTurn, ...] = ()
+    reference: ReferenceVoice | None = None  # set for cloned voices
     conversation: Conversation | None = None  # None: not remembered (context off, or no codes)
+    # `text` split at sentence boundaries: the one place it is derived.
+    sentences: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sentences", tuple(split_sentences(self.text)))

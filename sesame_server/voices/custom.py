@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from sesame_server.audio.units import SAMPLE_RATE  # CSM/Mimi's rate: stored ready to encode
 from sesame_server.backends.base import Voice
-from sesame_server.engine.request import VoicePrompt
-
-SAMPLE_RATE = 24000  # CSM / Mimi rate: references are stored ready to encode
+from sesame_server.engine.request import ReferenceVoice
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -56,11 +55,13 @@ class CustomVoiceStore:
             return None
         return self._read(self.root / voice_id)
 
-    def prompt(self, voice_id: str) -> VoicePrompt | None:
+    def reference(self, voice_id: str) -> ReferenceVoice | None:
+        """The recording a cloned voice is made from; None for built-in voices."""
         voice = self.get(voice_id)
         if voice is None:
             return None
-        return VoicePrompt(key=voice_id, audio_path=str(self.root / voice_id / "reference.wav"), text=voice.transcript)
+        return ReferenceVoice(voice_id=voice_id, audio_path=str(self.root / voice_id / "reference.wav"),
+                              transcript=voice.transcript)
 
     def add(self, name: str, audio: np.ndarray, *, transcript: str = "", description: str = "",
             labels: dict | None = None) -> CustomVoice:

@@ -51,7 +51,7 @@ class FrameLoop:
         self.codebooks = int(args.audio_num_codebooks)
         self.vocab = int(args.audio_vocab_size)
         self.valid_ids = min(int(valid_ids), self.vocab)
-        self.max_len = int(max_len or getattr(args, "max_position_embeddings", 2048) or 2048)
+        self.max_len = int(max_len or args.max_position_embeddings or 2048)
         self.max_len = min(self.max_len, 2048)  # mlx-audio's RoPE tables stop at 2048
         self.compiled = compiled
         self.cache = BackboneCache(len(model.backbone.layers), self.max_len)

@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 from sesame_server.backends.base import BackendError
-from sesame_server.failures import exception_chain
+from sesame_server.ops.advice import HF_TOKENS_URL
+from sesame_server.ops.load_errors import ExplainedError, classify_load_error
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ MIMI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 VOICE_REPO = "sesame/csm-1b"
 
 
-class ModelFetchError(BackendError):
+class ModelFetchError(BackendError, ExplainedError):
     """A model file could not be found locally nor downloaded; the message says what to do."""
 
 
@@ -111,7 +112,11 @@ def _check_disk_space(needed_bytes: int, what: str, where: Path | None = None) -
 
 
 class _translated_errors:
-    """Turn huggingface_hub / network / OS errors into one ModelFetchError with advice."""
+    """Turn huggingface_hub / network / OS errors into one ModelFetchError with advice.
+
+    The kind of failure comes from ops.load_errors, the classifier startup advice uses too;
+    ModelFetchError is an ExplainedError, so that advice passes this message on as is.
+    """
 
     def __init__(self, repo_id: str, what: str, token: str | None):
         self.repo_id, self.what, self.token = repo_id, what, token
@@ -120,39 +125,37 @@ class _translated_errors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, ModelFetchError):
+        if exc is None or isinstance(exc, ModelFetchError) or not isinstance(exc, Exception):
             return False
-        from huggingface_hub import errors
-
-        repo, what = self.repo_id, self.what
-        if isinstance(exc, errors.GatedRepoError):
-            advice = (
-                "set HF_TOKEN to a token of an account that accepted the model's terms"
-                if not self.token else
-                "the token in HF_TOKEN has not been granted access: accept the terms on the model page"
-            )
-            message = f"{what}: the repository {repo} is gated; {advice}."
-        elif isinstance(exc, errors.RepositoryNotFoundError):
-            message = (f"{what}: repository {repo} not found (or private: set HF_TOKEN). "
-                       "Check MODEL_ID / MIMI_ID / TOKENIZER_ID.")
-        elif isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError)) \
-                or _is_network_error(exc):
-            message = (f"{what}: {repo} is not in the local Hugging Face cache and the hub cannot be "
-                       "reached (offline?). Download it once with network access (`sesame-tts download`), "
-                       "or set MODEL_PATH to a local directory.")
-        elif isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-            message = f"{what}: the disk filled up while downloading {repo}. Free space and retry."
-        elif isinstance(exc, errors.HfHubHTTPError):
-            message = f"{what}: downloading {repo} failed: {exc}"
-        else:
+        message = self._message(exc)
+        if message is None:
             return False
         raise ModelFetchError(message) from exc
 
+    def _message(self, exc: Exception) -> str | None:
+        repo, what = self.repo_id, self.what
+        kind = classify_load_error(exc)
+        if kind == "auth":
+            page = f"https://huggingface.co/{repo}"
+            if self.token:
+                return (f"{what}: the repository {repo} is gated or private and refused the token in HF_TOKEN: "
+                        f"check the token ({HF_TOKENS_URL}) and accept the terms at {page} with its account.")
+            return (f"{what}: the repository {repo} is gated or private. Accept its terms at {page}, then set "
+                    f"HF_TOKEN to a token of that account ({HF_TOKENS_URL}).")
+        if kind == "not_found":
+            return (f"{what}: repository {repo} not found (or private: set HF_TOKEN). "
+                    "Check MODEL_ID / MIMI_ID / TOKENIZER_ID.")
+        if kind == "network":
+            return (f"{what}: {repo} is not in the local Hugging Face cache and the hub cannot be "
+                    "reached (offline?). Download it once with network access (`sesame-tts download`), "
+                    "or set MODEL_PATH to a local directory.")
+        if kind == "disk":
+            return f"{what}: the disk filled up while downloading {repo}. Free space and retry."
+        from huggingface_hub import errors
 
-def _is_network_error(exc: BaseException) -> bool:
-    names = {type(e).__name__ for e in exception_chain(exc)}
-    return bool(names & {"ConnectError", "ConnectTimeout", "ConnectionError", "NewConnectionError",
-                         "MaxRetryError", "NameResolutionError", "gaierror", "TimeoutException"})
+        if isinstance(exc, errors.HfHubHTTPError):  # any other hub answer: say which download failed
+            return f"{what}: downloading {repo} failed: {exc}"
+        return None  # not a download failure: let it through untouched
 
 
 def _gb(n: int) -> str:

@@ -6,10 +6,10 @@ Where each piece comes from (first match wins):
              else TOKENIZER_ID (a local directory or a hub repo)
   Mimi       <model dir>/mimi/, else MIMI_ID (a local directory or .safetensors file, or a hub repo)
 
-A Mimi directory either holds `mimi_config.json` + `model.safetensors` in MLX layout (what
-`random_weights.write_model_dir` writes) or Kyutai's PyTorch checkpoint
-(tokenizer-e351c8d8-checkpoint125.safetensors, converted by mlx-audio's loader).
-The tests' tiny models go through exactly these functions.
+A Mimi directory either holds `mimi_config.json` + `model.safetensors` in MLX layout (see
+mimi_io.py) or Kyutai's PyTorch checkpoint (tokenizer-e351c8d8-checkpoint125.safetensors,
+converted by mlx-audio's loader). The tests' tiny models (tests/csm_fixtures.py) go through
+exactly these functions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sesame_server.backends.base import BackendError
 from sesame_server.config import Settings
 
 from . import hub
+from .mimi_io import is_mlx_mimi_dir, read_mlx_mimi
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +143,10 @@ def load_mimi(source: str | Path, token: str | None = None):
     import mlx.nn as nn
     from mlx_audio.codec.models.mimi import Mimi
     from mlx_audio.codec.models.mimi.mimi import mimi_202407
-    from mlx_audio.codec.models.mimi.modules import ConvTranspose1d, EuclideanCodebook
-
-    from .random_weights import mimi_config_from_dict
 
     path = Path(source).expanduser()
-    if path.is_dir() and (path / "mimi_config.json").is_file():
-        cfg = mimi_config_from_dict(json.loads((path / "mimi_config.json").read_text()))
-        mimi = Mimi(cfg)
-        mimi.load_weights(str(path / "model.safetensors"), strict=True)
-
-        def refresh(module, name, _):
-            # mlx-audio caches derived arrays (codebook tables, expanded conv weights).
-            if isinstance(module, (EuclideanCodebook, ConvTranspose1d)) and name in ("initialized", "weight"):
-                module.update_in_place()
-            return True
-
-        mimi.filter_and_map(refresh)
+    if is_mlx_mimi_dir(path):
+        mimi = read_mlx_mimi(path)
     else:
         if path.is_dir():
             checkpoint = path / hub.MIMI_FILENAME

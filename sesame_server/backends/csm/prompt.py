@@ -10,8 +10,14 @@ lays out context segments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .window import SegmentKey, segment_key
+
+if TYPE_CHECKING:
+    from sesame_server.engine.request import SpeechRequest
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,17 @@ class PromptBuilder:
         if codes is not None:
             parts.append(self.audio(codes))
         return TokenFrames.concat(parts, self.width)
+
+
+def context_segments(builder: PromptBuilder, request: "SpeechRequest",
+                     speaker: int) -> list[tuple[SegmentKey, TokenFrames]]:
+    """A request's context, oldest first: prior turns, then previous_text in the voice's
+    `speaker`; each with the key that says whether the KV cache already holds it."""
+    segments = []
+    for turn in request.context:
+        codes = None if turn.codes is None else np.asarray(turn.codes)
+        segments.append((segment_key(turn.turn_id, turn.text, turn.speaker, codes),
+                         builder.segment(turn.text, turn.speaker, codes)))
+    if request.previous_text:
+        segments.append((segment_key(None, request.previous_text, speaker), builder.text(request.previous_text, speaker)))
+    return segments

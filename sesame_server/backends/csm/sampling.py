@@ -6,6 +6,7 @@ though sampling runs inside compiled graphs and interleaves with other requests'
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -27,6 +28,12 @@ class SamplingParams:
         """top_k clamped to the ids that may be emitted (0 or None means all of them)."""
         top_k = self.top_k if self.top_k and self.top_k > 0 else valid_ids
         return SamplingParams(temperature=float(self.temperature), top_k=min(int(top_k), valid_ids))
+
+
+def request_sampling(temperature: float | None, seed: int | None) -> tuple[SamplingParams, mx.array]:
+    """A request's sampling rule and PRNG key (from a fresh random seed when it gave none)."""
+    params = SamplingParams(temperature=DEFAULT_TEMPERATURE if temperature is None else float(temperature))
+    return params, mx.random.key(int(seed if seed is not None else secrets.randbits(31)))
 
 
 def sample(

@@ -17,13 +17,13 @@ from typing import Callable
 
 import numpy as np
 
+from sesame_server.audio.units import SAMPLE_RATE
 from sesame_server.backends.base import BackendError, Voice
+from sesame_server.engine.request import ReferenceVoice
 
 from . import hub
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 24_000
 
 BUILTIN_VOICES: dict[str, Voice] = {
     "conversational_a": Voice(
@@ -63,6 +63,10 @@ PROMPT_TEXT = {
 
 @dataclass(frozen=True)
 class VoicePrompt:
+    """A voice as CSM hears it: the first segment of every request's context.
+
+    (The engine's ReferenceVoice is what a cloned voice is made from; this is the result.)"""
+
     voice_id: str
     text: str
     speaker: int
@@ -113,14 +117,14 @@ def file_prompt_source(model_dir: Path | None, token: str | None) -> Callable[[s
     return locate
 
 
-def cloned_prompt_source(key: str, audio_path: str, text: str) -> PromptAudio:
+def reference_prompt_source(reference: ReferenceVoice) -> PromptAudio:
     """A cloned voice's reference recording; keyed by content so a re-upload re-encodes."""
-    wav = Path(audio_path)
+    wav, text = Path(reference.audio_path), reference.transcript
     try:
         digest = hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
     except OSError as exc:
-        raise BackendError(f"the reference audio of voice {key!r} is missing ({exc})") from None
-    return PromptAudio(f"clone:{key}:{digest}", text, lambda: (read_audio(wav), text))
+        raise BackendError(f"the reference audio of voice {reference.voice_id!r} is missing ({exc})") from None
+    return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, lambda: (read_audio(wav), text))
 
 
 def read_audio(path: Path | bytes) -> np.ndarray:
@@ -164,6 +168,7 @@ class VoicePromptStore:
         return prompt
 
     def forget(self, voice_id: str) -> None:
+        """Drop a deleted voice's codes from memory (its disk cache is keyed by content)."""
         self._prompts.pop(voice_id, None)
 
     def _load(self, voice_id: str, source: PromptAudio | None) -> VoicePrompt:
@@ -198,6 +203,3 @@ class VoicePromptStore:
             return None
         digest = hashlib.sha256(f"{key}|{self._codec_id}|{self._codebooks}".encode()).hexdigest()[:16]
         return self._cache_dir / "csm" / "voice_codes" / f"{voice_id}-{digest}.npz"
-
-    def clear_memory(self) -> None:
-        self._prompts.clear()

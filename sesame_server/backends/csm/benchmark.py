@@ -11,6 +11,9 @@ with Mimi decoding and Mimi's cost alone; time to first
 audio split into prefill / first frame / first Mimi decode, tokens prefilled per request,
 real-time factor and peak memory. Rounds alternate ours and the reference so a noisy
 machine hurts both alike.
+
+Per-request figures come from each stream's Generation; the yardsticks (codes-only loop,
+reference loop, Mimi alone) are CsmRuntime's public methods.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from sesame_server.audio.units import FRAME_SECONDS
+from sesame_server.backends.base import Generation
 from sesame_server.config import Settings
+from sesame_server.engine.request import ContextTurn, SpeechRequest
+from sesame_server.ops.memory import rss_bytes
+
+from .backend import CsmBackend
+from .voice_prompts import BUILTIN_VOICES
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> dict:
     import mlx.core as mx
 
-    from sesame_server.backends.csm import CsmBackend
-    from sesame_server.backends.csm.voice_prompts import BUILTIN_VOICES
-
     frames = max(2, int(args.frames))
     if args.random_weights or args.flavor:
         settings = settings.replace(random_weights=args.flavor or "small")
@@ -62,35 +71,38 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     started = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - started
+    runtime = backend.runtime
     request = _request(args.text, voice)
 
     # Compile and JIT once outside the timings (the server does this in its warm-up).
     backend.warmup()
-    backend._prefixes.clear()  # so the first timed request sees a cold voice prefix
+    runtime.forget_voice_prefixes()  # so the first timed request sees a cold voice prefix
 
-    cold = _timed_request(backend, request, frames)
+    cold = _timed_request(backend, request)
     ours, streaming, reference, reference_first = [], [], [], []
     warm = None
     for _ in range(max(1, int(args.rounds))):
-        warm = _timed_request(backend, request, frames)
+        warm = _timed_request(backend, request)
         streaming += warm["intervals"]
-        ours += _codes_only(backend, voice, args.text, frames)
+        ours += runtime.codes_only_intervals(voice, args.text, frames)
         if not args.no_reference:
-            ref = _reference_request(backend, voice, args.text, frames)
-            reference += ref["intervals"]
-            reference_first.append(ref["first_frame_s"])
-    decode_ms = _mimi_decode_ms(backend)
-    conversation = _conversation_turn(backend, request, frames)
+            timings: list[float] = []
+            runtime.reference_codes(voice, args.text, frames, timings=timings)
+            reference += timings[1:]
+            reference_first.append(timings[0] if timings else None)
+    decode_ms = _median_ms(_decode_times(runtime, warm["generation"]))
+    conversation = _conversation_turn(backend, request)
 
     ms = _median_ms(ours)
     streaming_ms = _median_ms(streaming)
     reference_ms = _median_ms(reference) if reference else None
+    status = backend.status()
     results = {
-        "model_id": backend.status()["model_id"],
+        "model_id": status["model_id"],
         "random_weights": settings.random_weights,
         "flavor": settings.random_weights,
         "quantize": settings.quantize,
-        "device": backend.status()["device"],
+        "device": status["device"],
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
         "frames": frames,
         "rounds": int(args.rounds),
@@ -107,12 +119,12 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         "ttfa_cold_ms": cold["ttfa_ms"],
         "reference_first_frame_ms": _median_ms(reference_first) if reference_first else None,
         "context_turn": conversation,
-        "rtf": round(streaming_ms / 80.0, 3) if streaming_ms else None,
+        "rtf": round(streaming_ms / (FRAME_SECONDS * 1000), 3) if streaming_ms else None,
         "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 3),
-        "rss_gb": backend.status()["rss_gb"],
+        "rss_gb": round(rss / 1e9, 3) if (rss := rss_bytes()) is not None else None,
         "load_s": round(load_s, 2),
-        "dtype": backend.dtype,
-        "config": backend.model_config,
+        "dtype": status["dtype"],
+        "config": runtime.assets.config,
     }
     _print_table(results)
     if args.json:
@@ -122,24 +134,19 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     return results
 
 
-def _request(text: str, voice: str, request_id: str = "bench", context: tuple = ()):
-    from sesame_server.engine.request import SpeechRequest
-
-    return SpeechRequest(text=text, sentences=(text,), voice=voice, request_id=request_id, seed=0, stream=True,
-                         context=context)
+def _request(text: str, voice: str, request_id: str = "bench", context: tuple = ()) -> SpeechRequest:
+    return SpeechRequest(text=text, voice=voice, request_id=request_id, seed=0, stream=True, context=context)
 
 
-def _conversation_turn(backend, request, frames: int) -> dict:
+def _conversation_turn(backend: CsmBackend, request: SpeechRequest) -> dict:
     """A second turn conditioned on the first: continuing the cached KV state vs a full prefill."""
-    from sesame_server.engine.request import ContextTurn
-
-    _timed_request(backend, request, frames)
+    first = _timed_request(backend, request)
     context = tuple(ContextTurn(text=text, codes=codes, turn_id=request.request_id)
-                    for text, codes in backend.last_segments)
+                    for text, codes in first["generation"].segments)
     turn = _request("And that is the end of the story.", request.voice, "bench-turn-2", context)
-    continued = _timed_request(backend, turn, frames)
-    _timed_request(backend, replace(request, request_id="bench-other"), frames)  # the cache moves on
-    full = _timed_request(backend, turn, frames)
+    continued = _timed_request(backend, turn)
+    _timed_request(backend, replace(request, request_id="bench-other"))  # the cache moves on
+    full = _timed_request(backend, turn)
     return {
         "prefill_tokens_continued": continued["prefill_tokens"],
         "prefill_tokens_full": full["prefill_tokens"],
@@ -148,20 +155,28 @@ def _conversation_turn(backend, request, frames: int) -> dict:
     }
 
 
-def _timed_request(backend, request, frames: int) -> dict:
+def _timed_request(backend: CsmBackend, request: SpeechRequest) -> dict:
     """One streamed request; intervals between PCM blocks after the first are ms/frame."""
     stamps = []
     first_audio_frames = None
-    for _block in backend.stream(request, threading.Event()):
+    frames_before = backend.counters.frames_generated
+    stream = backend.stream(request, threading.Event())
+    while True:
+        try:
+            next(stream)
+        except StopIteration as stop:
+            generation: Generation = stop.value
+            break
         stamps.append(time.perf_counter())
         if first_audio_frames is None:
-            first_audio_frames = backend.frames_generated
-    timings = backend.last_timings
+            first_audio_frames = backend.counters.frames_generated - frames_before
+    timings = generation.timings
     return {
+        "generation": generation,
         "intervals": [b - a for a, b in zip(stamps, stamps[1:])],
         "first_audio_frames": first_audio_frames,
-        "prefill_tokens": backend.last_prefill_tokens,
-        "request_text_tokens": backend.last_request_text_tokens,
+        "prefill_tokens": generation.prefill_tokens,
+        "request_text_tokens": generation.text_tokens,
         "ttfa_ms": {
             "prefill": _ms(timings.get("prefill")),
             "first_frame": _ms(timings.get("first_frame")),
@@ -171,51 +186,12 @@ def _timed_request(backend, request, frames: int) -> dict:
     }
 
 
-def _reference_request(backend, voice: str, text: str, frames: int) -> dict:
-    import mlx.core as mx
-
-    from sesame_server.backends.csm.reference import reference_frames
-    from sesame_server.backends.csm.sampling import SamplingParams, reference_sampler
-
-    prompt = backend.reference_prompt(voice, text)
-    sampler = reference_sampler(SamplingParams(), backend.valid_ids, mx.random.key(0))
-    timings: list[float] = []
-    with mx.stream(backend._gen_stream):
-        reference_frames(backend.model, prompt, sampler, frames, timings)
-    return {"intervals": timings[1:], "first_frame_s": timings[0] if timings else None}
-
-
-def _codes_only(backend, voice: str, text: str, frames: int) -> list[float]:
-    """Our frame loop producing codes only: like for like with the reference loop."""
-    import mlx.core as mx
-
-    from sesame_server.backends.csm.sampling import SamplingParams
-
-    loop = backend._loop
-    with mx.stream(backend._gen_stream):
-        loop.cache.restore(backend._prefixes.get(voice))
-        last_h = loop.prefill(backend._builder.text(text, 0))
-        stamps = [time.perf_counter() for _ in loop.generate(last_h, SamplingParams(), mx.random.key(1), frames)]
-    return [b - a for a, b in zip(stamps, stamps[1:])]
-
-
-def _mimi_decode_ms(backend) -> float | None:
+def _decode_times(runtime, generation: Generation) -> list[float]:
     """Mimi's streaming decode of one frame, alone (it runs between frames in our loop)."""
-    import mlx.core as mx
-
-    codec, codes = backend._codec, backend.last_codes
-    if codes is None:
-        return None
-    codec.reset()
-    times = []
-    with mx.stream(backend._decode_stream):
-        for index in range(codes.shape[1]):
-            frame = mx.array(codes[:, index][None])
-            started = time.perf_counter()
-            mx.eval(codec.decode_frame(frame))
-            times.append(time.perf_counter() - started)
-    codec.reset()
-    return _median_ms(times[1:] or times)
+    if not generation.segments:
+        return []
+    times = runtime.decode_seconds(np.concatenate([codes for _, codes in generation.segments], axis=1))
+    return times[1:] or times  # the first frame pays for compilation
 
 
 def _median_ms(values) -> float | None:

@@ -1,24 +1,24 @@
 """Friendly messages for failures at startup: what went wrong, the figures, what to do.
 
-Pure message builders (plus a few best-effort system probes); nothing here exits or logs.
+Pure message builders; nothing here exits or logs. Which kind of failure an error is comes
+from ops.load_errors (shared with the hub downloader); memory figures from ops.memory.
 Port-in-use lives in server.py (PortInUse).
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from sesame_server.ops.load_errors import classify_load_error, exception_chain, explained
+from sesame_server.ops.memory import format_bytes, peak_rss_bytes, system_memory
+
 # Free disk the CSM weights (+ Mimi + tokenizer) need in CACHE_DIR/the HF cache, with headroom.
-MODEL_DISK_GB = 7.0
+MODEL_DISK_BYTES = 7 * 10**9
 # Memory CSM-1B needs at bf16 (quantized: ~half / ~quarter), from the product brief's target.
-MODEL_MEMORY_GB = 8.0
+MODEL_MEMORY_BYTES = 8 * 2**30
 HF_TOKENS_URL = "https://huggingface.co/settings/tokens"
 
 # import name → (pip requirement, what it is for). Extras point at setup.cfg's extras.
@@ -34,11 +34,30 @@ _OPTIONAL = {
     "python_stretch": ("python-stretch", "speed control"),
     "prometheus_client": ("prometheus-client", "GET /metrics"),
     "huggingface_hub": ("huggingface-hub", "model downloads"),
+    "psutil": ("psutil", "memory figures"),
 }
 
 
-class StartupFailure(RuntimeError):
-    """A failure whose message is already written for the user (no traceback needed)."""
+# -- one entry point -------------------------------------------------------------------------------
+def describe_startup_failure(exc: BaseException, settings: object | None = None) -> str:
+    """Pick the right message for an exception raised while starting or loading.
+
+    An error that already explains itself (a ModelFetchError from the hub downloader) is
+    passed through as written: the operator reads one explanation, not two.
+    """
+    already = explained(exc)
+    if already is not None:
+        return str(already)
+    if isinstance(exc, ImportError):
+        return missing_dependency(exc)
+    if is_out_of_memory(exc):
+        return out_of_memory(exc)
+    return model_load_failure(
+        exc,
+        model_id=getattr(settings, "model_id", None),
+        cache_dir=getattr(settings, "cache_dir", None),
+        hf_token_set=bool(getattr(settings, "hf_token", None)) if settings is not None else None,
+    )
 
 
 # -- missing optional dependency ---------------------------------------------------------------
@@ -66,7 +85,7 @@ def install_command(spec: str) -> str:
 
 def project_checkout() -> Path | None:
     """The source checkout this package runs from (editable install), if any."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "setup.cfg").is_file() else None
 
 
@@ -108,32 +127,13 @@ def model_load_failure(exc: BaseException, *, model_id: str | None = None, cache
             f"MODEL_PATH can point at a local copy of the weights.")
 
 
-def classify_load_error(exc: BaseException) -> str:
-    """auth | not_found | disk | network | other, looking through the exception's cause chain."""
-    for err in exception_chain(exc):
-        names = {cls.__name__ for cls in type(err).__mro__}
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        text = str(err).lower()
-        if names & {"GatedRepoError", "LocalTokenNotFoundError"} or status in (401, 403) \
-                or "gated" in text or "401" in text and "unauthorized" in text:
-            return "auth"
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) \
-                or "no space left" in text:
-            return "disk"
-        if names & {"OfflineModeIsEnabled", "ConnectionError", "Timeout", "TimeoutError", "gaierror",
-                    "ConnectTimeout", "ReadTimeout", "ConnectError", "LocalEntryNotFoundError"}:
-            return "network"
-        if "RepositoryNotFoundError" in names:  # also what the hub tells anonymous users of private repos
-            return "not_found"
-    return "other"
-
-
 def disk_advice(cache_dir: Path | None) -> str:
-    return (f"Not enough disk space: {disk_summary(cache_dir)}; the model needs about {MODEL_DISK_GB:.0f} GB. "
-            f"Free some space, or set CACHE_DIR (and HF_HOME) to a disk with room.")
+    return (f"Not enough disk space: {disk_summary(cache_dir)}; the model needs about "
+            f"{MODEL_DISK_BYTES / 1e9:.0f} GB. Free some space, or set CACHE_DIR (and HF_HOME) to a disk with room.")
 
 
 def disk_summary(cache_dir: Path | None) -> str:
+    """Free and total space where the model goes (decimal GB, as disks are sold and shown)."""
     path = Path(cache_dir or Path.home()).expanduser()
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -158,83 +158,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def out_of_memory(exc: BaseException | None = None, *, needed_gb: float = MODEL_MEMORY_GB) -> str:
+def out_of_memory(exc: BaseException | None = None, *, needed_bytes: int = MODEL_MEMORY_BYTES) -> str:
     """Memory figures and what to do about them."""
     total, available = system_memory()
-    rss = process_peak_rss()
+    peak = peak_rss_bytes()
     figures = []
     if total is not None:
-        figures.append(f"{_size(total)} total")
+        figures.append(f"{format_bytes(total)} total")
     if available is not None:
-        figures.append(f"{_size(available)} available")
-    if rss is not None:
-        figures.append(f"this process peaked at {_size(rss)}")
+        figures.append(f"{format_bytes(available)} available")
+    if peak is not None:
+        figures.append(f"this process peaked at {format_bytes(peak)}")
     head = "Out of memory" + (f" ({_one_line(exc)})" if exc is not None else "")
     return (f"{head}. Memory: {', '.join(figures) or 'figures unavailable'}; the model needs about "
-            f"{needed_gb:.0f} GB. Close other memory-hungry apps (browsers, other models), or set QUANTIZE=8 "
-            f"(about half) or QUANTIZE=4 in .env, then restart. IDLE_UNLOAD_MINUTES frees the model "
+            f"{format_bytes(needed_bytes)}. Close other memory-hungry apps (browsers, other models), or set "
+            f"QUANTIZE=8 (about half) or QUANTIZE=4 in .env, then restart. IDLE_UNLOAD_MINUTES frees the model "
             f"when the server is idle.")
-
-
-def system_memory() -> tuple[int | None, int | None]:
-    """(total, available) bytes, best effort: /proc/meminfo on Linux, sysctl + vm_stat on macOS."""
-    total = available = None
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        pass
-    if Path("/proc/meminfo").is_file():
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    elif platform.system() == "Darwin":
-        available = _vm_stat_available()
-    return total, available
-
-
-def _vm_stat_available() -> int | None:
-    try:
-        out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    page = 16384
-    pages = 0
-    for line in out.splitlines():
-        if "page size of" in line:
-            page = int(line.split("page size of")[1].split()[0])
-        key, _, value = line.partition(":")
-        if key.strip() in ("Pages free", "Pages inactive", "Pages speculative", "Pages purgeable"):
-            pages += int(value.strip().rstrip("."))
-    return pages * page or None
-
-
-def process_peak_rss() -> int | None:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-# -- one entry point -------------------------------------------------------------------------------
-def describe_startup_failure(exc: BaseException, settings: object | None = None) -> str:
-    """Pick the right message for an exception raised while starting or loading."""
-    if isinstance(exc, ImportError):
-        return missing_dependency(exc)
-    if is_out_of_memory(exc):
-        return out_of_memory(exc)
-    return model_load_failure(
-        exc,
-        model_id=getattr(settings, "model_id", None),
-        cache_dir=getattr(settings, "cache_dir", None),
-        hf_token_set=bool(getattr(settings, "hf_token", None)) if settings is not None else None,
-    )
-
-
-def exception_chain(exc: BaseException):
-    """`exc`, then its causes and contexts, each once."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def _one_line(exc: BaseException | None) -> str:
@@ -242,10 +181,6 @@ def _one_line(exc: BaseException | None) -> str:
         return ""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
 
 
 def _quote(path: str) -> str:

@@ -1,0 +1,168 @@
+"""ElevenLabs voices: list, search, get, settings, preview, add (clone), delete."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Blueprint, Response, jsonify, request, send_file
+
+from sesame_server.api.elevenlabs.cloning import read_upload
+from sesame_server.api.elevenlabs.schema import DEFAULT_VOICE_SETTINGS
+from sesame_server.api.errors import APIError
+from sesame_server.api.serving import buffered, synthesize
+from sesame_server.audio.formats import elevenlabs_format
+from sesame_server.backends.base import Voice
+from sesame_server.engine.request import SpeechRequest
+from sesame_server.runtime import Runtime, new_request_id, runtime
+from sesame_server.voices.catalogue import elevenlabs_id
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("elevenlabs_voices", __name__)
+
+MODEL_ID = "csm-1b"
+_PREVIEW_FORMAT = "mp3_44100_128"
+_preview_lock = threading.Lock()
+
+
+def voice_json(voice: Voice) -> dict:
+    """An ElevenLabs Voice object with every field strict clients (elevenlabs-js) require."""
+    voice_id = elevenlabs_id(voice)
+    preview_url = f"{request.host_url}v1/voices/{voice_id}/preview"
+    cloned = voice.category == "cloned"
+    return {
+        "voice_id": voice_id,
+        "name": voice.name,
+        "samples": None,
+        "category": voice.category,
+        "fine_tuning": None,
+        "labels": {key: str(value) for key, value in voice.labels.items()},
+        "description": voice.description or None,
+        "preview_url": preview_url,
+        "available_for_tiers": [],
+        "settings": dict(DEFAULT_VOICE_SETTINGS),
+        "sharing": None,
+        "high_quality_base_model_ids": [MODEL_ID],
+        "verified_languages": [{"language": "en", "model_id": MODEL_ID, "accent": voice.labels.get("accent"),
+                                "locale": "en-US", "preview_url": preview_url}],
+        "collection_ids": [],
+        "safety_control": None,
+        "voice_verification": None,
+        "permission_on_resource": "admin" if cloned else None,
+        "is_owner": cloned,
+        "is_legacy": False,
+        "is_mixed": False,
+        "created_at_unix": None,
+        # ours: the id the OpenAI dialect and the CLI use
+        "local_voice_id": voice.id,
+    }
+
+
+def _find(rt: Runtime, voice_id: str) -> Voice:
+    voice = rt.catalogue.get(voice_id)
+    if voice is None:
+        raise APIError(404, f"A voice with voice_id '{voice_id}' was not found.", code="voice_not_found")
+    return voice
+
+
+@bp.get("/v1/voices")
+def get_all() -> Response:
+    return jsonify({"voices": [voice_json(voice) for voice in runtime().catalogue]})
+
+
+@bp.get("/v2/voices")
+def search() -> Response:
+    args = request.args
+    try:
+        page_size = int(args.get("page_size", 10))
+        offset = int(args.get("next_page_token") or 0)
+    except ValueError:
+        raise APIError(422, "page_size and next_page_token must be integers.", param="page_size",
+                       code="int_parsing") from None
+    if not 1 <= page_size <= 100 or offset < 0:
+        raise APIError(422, "page_size must be between 1 and 100.", param="page_size", code="value_error")
+    voices = list(runtime().catalogue)
+    term = (args.get("search") or "").strip().lower()
+    if term:
+        voices = [v for v in voices
+                  if term in f"{v.name} {v.id} {v.description} {' '.join(map(str, v.labels.values()))}".lower()]
+    if args.get("category"):
+        voices = [v for v in voices if v.category == args["category"]]
+    if args.get("voice_type") in ("personal", "non-default"):
+        voices = [v for v in voices if v.category == "cloned"]
+    elif args.get("voice_type") == "default":
+        voices = [v for v in voices if v.category != "cloned"]
+    wanted_ids = args.getlist("voice_ids")
+    if wanted_ids:
+        voices = [v for v in voices if elevenlabs_id(v) in wanted_ids or v.id in wanted_ids]
+    page = voices[offset:offset + page_size]
+    has_more = offset + page_size < len(voices)
+    return jsonify({"voices": [voice_json(v) for v in page], "has_more": has_more, "total_count": len(voices),
+                    "next_page_token": str(offset + page_size) if has_more else None})
+
+
+@bp.get("/v1/voices/settings/default")
+def default_settings() -> Response:
+    return jsonify(dict(DEFAULT_VOICE_SETTINGS))
+
+
+@bp.get("/v1/voices/<voice_id>")
+def get_voice(voice_id: str) -> Response:
+    return jsonify(voice_json(_find(runtime(), voice_id)))
+
+
+@bp.get("/v1/voices/<voice_id>/settings")
+def voice_settings(voice_id: str) -> Response:
+    _find(runtime(), voice_id)
+    return jsonify(dict(DEFAULT_VOICE_SETTINGS))
+
+
+@bp.get("/v1/voices/<voice_id>/preview")
+def preview(voice_id: str) -> Response:
+    """A few seconds of the voice, generated once per backend and voice, then served from disk."""
+    rt = runtime()
+    voice = _find(rt, voice_id)
+    path = rt.settings.cache_dir / "previews" / rt.engine.info.name / f"{voice.id}.mp3"
+    with _preview_lock:  # one generation even when a voice picker asks for it many times at once
+        if path.is_file():
+            return send_file(path, mimetype="audio/mpeg", max_age=3600)
+        text = f"Hi, I'm {voice.name.split(' (')[0]}. This is how I sound when we talk."
+        speech = SpeechRequest(text=text, voice=voice.id, request_id=new_request_id(), seed=0,
+                               reference=rt.custom_voices.reference(voice.id))
+        audio = buffered(synthesize(speech, elevenlabs_format(_PREVIEW_FORMAT), streaming=False))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(audio)
+            tmp.replace(path)
+        except OSError as exc:  # a preview that cannot be cached is still served
+            log.warning("Could not cache the preview of %s at %s: %s", voice.id, path, exc)
+    return Response(audio, content_type="audio/mpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@bp.post("/v1/voices/add")
+def add_voice() -> Response:
+    rt = runtime()
+    info = rt.engine.info
+    if not info.can_clone:
+        raise APIError(400, f"The {info.name} backend cannot clone voices; cloning needs "
+                            "BACKEND=csm (Sesame CSM on MLX).", code="voice_cloning_unavailable")
+    upload = read_upload(request.form, request.files.getlist("files"))
+    voice = rt.custom_voices.add(upload.name, upload.audio, transcript=upload.transcript,
+                                 description=upload.description, labels=upload.labels)
+    rt.catalogue.add(voice.as_voice())
+    log.info("Added cloned voice %s (%r, %.1f s of reference audio)", voice.voice_id, upload.name, voice.seconds)
+    return jsonify({"voice_id": voice.voice_id, "requires_verification": False})
+
+
+@bp.delete("/v1/voices/<voice_id>")
+def delete_voice(voice_id: str) -> Response:
+    rt = runtime()
+    voice = _find(rt, voice_id)
+    if voice.category != "cloned":
+        raise APIError(400, f"'{voice_id}' is a built-in voice and cannot be deleted.", code="voice_not_deletable")
+    rt.custom_voices.delete(voice.id)
+    rt.catalogue.remove(voice.id)
+    rt.engine.forget_voice(voice.id)  # its prompt codes and KV prefix, on the inference thread
+    return jsonify({"status": "ok"})

@@ -1,0 +1,80 @@
+"""Operator routes, opt-in: GET /health (readiness), GET /metrics (Prometheus), GET / (playground).
+
+The standalone server registers them; a host app that embeds the speech API asks for them
+(`init_app(app, ops=True)`). They read only what the inference thread published
+(EngineStatus), never the backend itself.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from importlib import resources
+
+from flask import Blueprint, Response, jsonify, request
+
+from sesame_server.ops import memory
+from sesame_server.runtime import runtime
+
+bp = Blueprint("ops", __name__)
+
+_PLAYGROUND_POLICY = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                      "media-src 'self' blob:; connect-src 'self'; img-src 'self' data:")
+_HEALTHY = {"ready": "ok", "unloaded": "ok", "error": "error"}
+
+
+@bp.get("/health")
+def health() -> Response:
+    rt = runtime()
+    engine = rt.engine
+    status = engine.status
+    backend = dict(status.backend)
+    memory_bytes = backend.pop("memory_bytes", None)
+    turns = rt.turns
+    context = {"enabled": turns is not None, "turns": len(turns) if turns else 0,
+               "bytes": turns.nbytes if turns else 0, "hits": turns.hits if turns else 0,
+               "misses": turns.misses if turns else 0}
+    avg = status.avg_generation_seconds
+    body = {
+        "status": _HEALTHY.get(status.state, "loading"),
+        "state": status.state,
+        "backend": engine.info.name,
+        "model": {
+            "loaded": bool(backend.pop("loaded", False)),
+            "id": backend.pop("model_id", None),
+            "memory_gb": None if memory_bytes is None else round(memory_bytes / 1e9, 3),
+            "memory_bytes": memory_bytes,
+            **backend,
+        },
+        "process": {"rss_bytes": memory.rss_bytes(), "peak_rss_bytes": memory.peak_rss_bytes()},
+        "voices": [voice.id for voice in rt.catalogue],
+        "default_voice": rt.catalogue.default.id,
+        "queue_depth": engine.queue_depth,
+        "uptime_seconds": round(time.time() - rt.started_at, 1),
+        "requests_served": status.requests_served,
+        "interruptions": status.interruptions,
+        "avg_generation_time_ms": None if avg is None else round(avg * 1000, 1),
+        "context_cache_size": context["turns"],
+        "context": context,
+    }
+    if status.load_error is not None:
+        body["error"] = status.load_error
+    return jsonify(body), 200 if body["status"] == "ok" else 503
+
+
+@bp.get("/metrics")
+def scrape() -> Response:
+    body, content_type = runtime().metrics.exposition(request.headers.get("Accept"))
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+@lru_cache(maxsize=1)
+def _page() -> bytes:
+    return resources.files(__package__).joinpath("playground.html").read_bytes()
+
+
+@bp.get("/")
+def playground() -> Response:
+    """A page to try the voices in a browser (streams PCM from /v1/audio/speech); loads nothing from elsewhere."""
+    return Response(_page(), content_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": _PLAYGROUND_POLICY, "Cache-Control": "no-cache"})
