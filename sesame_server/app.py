@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
@@ -49,8 +51,11 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
     custom_voices = CustomVoiceStore(settings.voices_dir)
     if backend.info.can_clone:
-        for voice in custom_voices.list():
+        stored, unreadable = custom_voices.scan()
+        for voice in stored:
             catalogue.add(voice.as_voice())
+        for broken in unreadable:
+            catalogue.mark_unusable(Path(broken.path).name, broken.reason)
     turns = None
     if settings.context_enabled and settings.context_max_turns > 0 and backend.info.uses_context:
         turns = TurnCache(max_turns=settings.context_max_turns, max_seconds=settings.context_max_seconds)

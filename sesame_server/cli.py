@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sesame_server import __version__
 from sesame_server.backends import registry
-from sesame_server.config import Settings, SettingsError, load_settings
+from sesame_server.config import Settings, SettingsError, check_exposure, load_settings
 
 log = logging.getLogger("sesame_server")
 
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sesame-tts: {exc}", file=sys.stderr)
         return 2
     from sesame_server.ops.logs import LOG_FILE_NAME, setup_logging
+    from sesame_server.ops.privacy import keep_files_under
+
+    if args.command in _PRIVATE_COMMANDS:
+        keep_files_under(settings.cache_dir)
 
     log_file = settings.cache_dir / LOG_FILE_NAME if args.command == "serve" else None
     setup_logging(settings.log_level, log_file=log_file)
@@ -37,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except _Failure as exc:
         print(f"sesame-tts: {exc}", file=sys.stderr)
         return 1
+
+
+_PRIVATE_COMMANDS = ("serve", "say", "bench", "download", "soak")  # load models or serve: files under CACHE_DIR
 
 
 class _Failure(Exception):
@@ -77,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     service_manager.add_arguments(svc)
     svc.set_defaults(run=service_manager.run)
 
+    from sesame_server.ops import soak
+
+    soak_parser = sub.add_parser("soak", help="bounded load test of a loopback server: hang-ups, bursts, memory")
+    soak.add_arguments(soak_parser)
+    soak_parser.set_defaults(run=soak.run)
+
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop")
     try:
         registry.plugin("csm").add_bench_arguments(bench)
@@ -105,7 +118,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["backend"] = args.backend
     if getattr(args, "random_weights", False) or getattr(args, "flavor", None):
         changes["random_weights"] = getattr(args, "flavor", None) or settings.random_weights or "tiny"
-    return settings.replace(**changes) if changes else settings
+    return check_exposure(settings.replace(**changes)) if changes else settings
 
 
 def _make_backend(settings: Settings):
@@ -119,6 +132,9 @@ def _make_backend(settings: Settings):
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from sesame_server.ops.malloc import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any worker thread: memory stays flat under hang-ups (see ops/malloc.py)
     from sesame_server.app import create_app
     from sesame_server.runtime import EXTENSION
     from sesame_server.server import PortInUse, make_server, warn_if_exposed
@@ -131,6 +147,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except PortInUse as exc:
         engine.stop()
         raise _Failure(str(exc)) from None
+    app.extensions[EXTENSION].listening_on(settings.host, server.effective_port)
     log.info("Sesame TTS (%s backend) listening on http://%s:%s", engine.info.name, settings.host,
              server.effective_port)
 

@@ -30,7 +30,15 @@ class Settings:
     port: int = 8880
     log_level: str = "INFO"
     threads: int = 8  # waitress worker threads: streaming responses each hold one
-    api_key: str | None = None  # when set, required on every API route
+    api_key: str | None = None  # when set, required on every route but /health
+    # Browsers: a page on another origin may use the API only if listed here (CORS).
+    cors_origins: tuple[str, ...] = ()
+    # Host header names served (DNS rebinding defence); IP literals are always served.
+    # Empty: loopback names, and this machine's own names when bound beyond loopback.
+    allowed_hosts: tuple[str, ...] = ()
+    public_url: str | None = None  # how clients reach the server (preview_url); default: the bound address
+    allow_remote_without_key: bool = False  # bind beyond loopback with no API_KEY: refused unless true
+    max_body_bytes: int = 2 * 1024 * 1024  # JSON request bodies; voice uploads have their own limits
 
     # Model
     backend: str = "auto"  # auto, or a name in backends.registry.REGISTRY
@@ -61,7 +69,7 @@ class Settings:
 
     # Performance
     warmup_on_start: bool = True
-    max_queue_depth: int = 3  # jobs waiting beyond this get 429
+    max_queue_depth: int = 3  # jobs waiting beyond this get 429 (at least 1)
     idle_unload_minutes: float = 0.0  # 0 = never unload
 
     def replace(self, **changes) -> "Settings":
@@ -95,6 +103,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         log_level=env.str("LOG_LEVEL", d.log_level, validate=OneOf(_LEVELS + tuple(x.lower() for x in _LEVELS))),
         threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
         api_key=env.str("API_KEY", None) or None,
+        cors_origins=env.list("CORS_ORIGINS", []),
+        allowed_hosts=env.list("ALLOWED_HOSTS", []),
+        public_url=env.str("PUBLIC_URL", None) or None,
+        allow_remote_without_key=env.bool("ALLOW_REMOTE_WITHOUT_KEY", d.allow_remote_without_key),
+        max_body_bytes=env.int("MAX_BODY_BYTES", d.max_body_bytes, validate=Range(min=1024, max=1 << 30)),
         backend=env.str("BACKEND", d.backend, validate=OneOf(BACKEND_CHOICES)),
         model_id=env.str("MODEL_ID", d.model_id),
         model_path=env.path("MODEL_PATH", None),
@@ -117,7 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         context_session_gap_seconds=env.float("CONTEXT_SESSION_GAP_SECONDS", d.context_session_gap_seconds,
                                               validate=Range(min=0)),
         warmup_on_start=env.bool("WARMUP_ON_START", d.warmup_on_start),
-        max_queue_depth=env.int("MAX_QUEUE_DEPTH", d.max_queue_depth, validate=Range(min=0, max=10_000)),
+        max_queue_depth=env.int("MAX_QUEUE_DEPTH", d.max_queue_depth, validate=Range(min=1, max=10_000)),
         idle_unload_minutes=env.float("IDLE_UNLOAD_MINUTES", d.idle_unload_minutes, validate=Range(min=0)),
     )
     try:
@@ -129,7 +142,25 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     values["cache_dir"] = Path(values["cache_dir"]).expanduser()
     if values["model_path"] is not None:
         values["model_path"] = Path(values["model_path"]).expanduser()
-    return Settings(**values)
+    values["cors_origins"] = tuple(origin.strip().rstrip("/").lower() for origin in values["cors_origins"]
+                                   if origin.strip())
+    values["allowed_hosts"] = tuple(host.strip().lower() for host in values["allowed_hosts"] if host.strip())
+    if values["public_url"]:
+        values["public_url"] = values["public_url"].rstrip("/")
+        if not values["public_url"].startswith(("http://", "https://")):
+            raise SettingsError(f"Invalid configuration: PUBLIC_URL must start with http:// or https:// "
+                                f"(got {values['public_url']!r})")
+    return check_exposure(Settings(**values))
+
+
+def check_exposure(settings: Settings) -> Settings:
+    """Refuse to serve beyond loopback with no API key, unless explicitly allowed."""
+    if not is_loopback(settings.host) and not settings.api_key and not settings.allow_remote_without_key:
+        raise SettingsError(
+            f"Invalid configuration: HOST={settings.host} would let anyone who can reach this machine use the "
+            "server, and API_KEY is not set. Set API_KEY (clients send it as xi-api-key or Authorization: "
+            "Bearer), or HOST=127.0.0.1, or ALLOW_REMOTE_WITHOUT_KEY=true if that is really what you want.")
+    return settings
 
 
 def _describe(exc: EnvError) -> str:
@@ -140,4 +171,4 @@ def _describe(exc: EnvError) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")

@@ -28,10 +28,27 @@ class Runtime:
     turns: TurnCache | None = None  # conversation memory; None when off or the backend ignores context
     started_at: float = field(default_factory=time.time)
     characters_served: int = 0
+    public_url: str = ""  # how clients reach us (preview_url): PUBLIC_URL, else the bound address
+
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            self.public_url = self.settings.public_url or bound_url(self.settings.host, self.settings.port)
+
+    def listening_on(self, host: str, port: int) -> None:
+        """The address the server actually bound (PORT=0 picks one); PUBLIC_URL still wins."""
+        if not self.settings.public_url:
+            self.public_url = bound_url(host, port)
 
     def close(self) -> None:
         """Stop the inference thread (for hosts that embed the API and shut down)."""
         self.engine.stop()
+
+
+def bound_url(host: str, port: int) -> str:
+    """An URL for a bound address, never a request's Host header (which a client chooses)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # all interfaces: the one every local client can use
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def runtime() -> Runtime:

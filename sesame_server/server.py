@@ -18,7 +18,12 @@ class PortInUse(OSError):
     pass
 
 
-def make_server(app: Flask, host: str, port: int, threads: int):
+# Waitress reads a whole body before the app sees it; past this it answers 413 itself. The
+# app's own limits (MAX_BODY_BYTES, voice uploads) are lower and answer in the caller's dialect.
+MAX_REQUEST_BYTES = 80 * 1024 * 1024
+
+
+def make_server(app: Flask, host: str, port: int, threads: int, max_request_bytes: int = MAX_REQUEST_BYTES):
     """A waitress server; port 0 picks a free one (see .effective_port)."""
     try:
         return create_server(
@@ -26,6 +31,7 @@ def make_server(app: Flask, host: str, port: int, threads: int):
             host=host,
             port=port,
             threads=threads,
+            max_request_body_size=max_request_bytes,
             # Lets waitress notice a client that hung up while we generate
             # (environ["waitress.client_disconnected"]), so generation stops.
             channel_request_lookahead=1,
@@ -55,6 +61,6 @@ def next_free_port(host: str, port: int) -> int:
 def warn_if_exposed(settings: Settings) -> None:
     if not is_loopback(settings.host) and not settings.api_key:
         log.warning(
-            "Listening on %s with no API_KEY: anyone who can reach this machine can use the server. "
-            "Set API_KEY or HOST=127.0.0.1.", settings.host,
+            "Listening on %s with no API_KEY (ALLOW_REMOTE_WITHOUT_KEY=true): anyone who can reach this "
+            "machine can use the server.", settings.host,
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
-from sesame_server.backends.base import BackendInfo, Block, Generation, Voice
+from sesame_server.backends.base import BackendInfo, Block, Generation, Voice, VoiceUnavailable
 
 
 class FakeBackend:
@@ -33,6 +34,7 @@ class FakeBackend:
         self.served: list[str] = []  # request ids, in the order generation started
         self.requests: list = []  # the SpeechRequests, in that order
         self.forgotten: list[str] = []
+        self.prepared: list[str] = []
         self.frames_after_cancel: dict[str, int] = {}
         self.status_threads: set[str] = set()
         self.started = threading.Event()
@@ -55,6 +57,9 @@ class FakeBackend:
         self.served.append(request.request_id)
         self.requests.append(request)
         self.started.set()
+        reference = getattr(request, "reference", None)
+        if reference is not None and not Path(reference.audio_path).is_file():
+            raise VoiceUnavailable(reference.voice_id, f"its reference recording {reference.audio_path} is missing")
         t = np.arange(int(self.info.sample_rate * self.info.frame_seconds)) / self.info.sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         after_cancel = 0
@@ -75,6 +80,11 @@ class FakeBackend:
             yield Block(tone, prefill_tokens=7 if index == 0 else None, context_turns=0 if index == 0 else None)
         self.frames_after_cancel[request.request_id] = after_cancel - 1 if after_cancel else 0
         return Generation(frames=produced, prefill_tokens=7, context_turns=0)
+
+    def prepare_voice(self, reference) -> None:
+        self.prepared.append(reference.voice_id)
+        if "unusable" in reference.transcript:
+            raise VoiceUnavailable(reference.voice_id, "the fake backend refuses it")
 
     def forget_voice(self, voice_id: str) -> None:
         self.forgotten.append(voice_id)

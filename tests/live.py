@@ -50,6 +50,7 @@ def live_server(settings: Settings, backend=None) -> Iterator[LiveServer]:
     thread = threading.Thread(target=run, name="waitress", daemon=True)
     thread.start()
     live = LiveServer(url=f"http://127.0.0.1:{server.effective_port}", app=app, engine=engine)
+    app.extensions[EXTENSION].listening_on("127.0.0.1", server.effective_port)
     engine.on_job_done.append(live._record)
     try:
         assert engine.wait_ready(120), f"engine failed to load: {engine.load_error}"
@@ -58,3 +59,36 @@ def live_server(settings: Settings, backend=None) -> Iterator[LiveServer]:
         server.close()
         engine.stop()
         thread.join(5)
+
+
+@contextmanager
+def cli_server(args: list[str], env: dict[str, str], timeout: float = 120.0) -> Iterator[str]:
+    """`python -m sesame_server serve` as its own process on a free loopback port: yields its
+    URL once /health answers 200; stopped with SIGTERM after, which must be a clean exit."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "sesame_server", *args, "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "server did not become healthy"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        assert server.wait(30) == 0, server.stderr.read()[-2000:]  # SIGTERM is a clean stop

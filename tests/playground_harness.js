@@ -1,12 +1,12 @@
 // Runs the playground page's own script under Node against a live server, with just enough
 // of a browser around it (elements, storage, a recording AudioContext). Prints JSON.
-//   node playground_harness.js <page.html> <base url> <action: load|speak|speak-twice>
+//   node playground_harness.js <playground.js> <base url> <action: load|speak|speak-twice>
 "use strict";
 const fs = require("fs");
 const vm = require("vm");
 
 const [page, base, action] = process.argv.slice(2);
-const script = fs.readFileSync(page, "utf8").match(/<script>([\s\S]*)<\/script>/)[1];
+const script = fs.readFileSync(page, "utf8");
 
 class Element {
   constructor(id) {

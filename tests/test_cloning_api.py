@@ -45,7 +45,13 @@ def stored(server) -> list:
 @pytest.mark.parametrize("data, files, status, code", [
     ({}, None, 422, "missing"),  # no name
     ({"name": "   "}, None, 422, "missing"),
-    ({"name": "x" * 101}, None, 400, "invalid_name"),
+    ({"name": "x" * 101}, None, 422, "string_too_long"),
+    ({"name": "Mine\x00"}, None, 422, "value_error"),
+    ({"name": "Mine", "transcript": " ".join(["word"] * 20000)}, None, 422, "string_too_long"),
+    ({"name": "Mine", "description": "d" * 1001}, None, 422, "string_too_long"),
+    ({"name": "Mine", "labels": "[" * 50000 + "]" * 50000}, None, 422, "json_invalid"),  # was a RecursionError
+    ({"name": "Mine", "labels": '{"a": {"b": "c"}}'}, None, 422, "string_type"),
+    ({"name": "Mine", "transcript": "unusable by the model"}, None, 400, "voice_unusable"),
     (None, [], 422, "missing"),  # no files
     (None, [("files", ("big.wav", b"\0" * (20 * 1024 * 1024 + 1)))], 413, "file_too_large"),
     (None, [("files", ("notes.txt", b"this is not audio at all"))], 400, "invalid_audio"),

@@ -110,15 +110,17 @@ def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
     upload = io.BytesIO()
     soundfile.write(upload, reference, 24000, format="WAV")
     upload.seek(0)
+    encodes = backend.mimi_encodes
     created = eleven.voices.ivc.create(name="My Voice", files=[("me.wav", upload, "audio/wav")],
                                        description="test", labels={"accent": "none"})
     voice_id = created.voice_id
     assert eleven.voices.get(voice_id).name == "My Voice"
     assert any(v.voice_id == voice_id and v.category == "cloned" for v in eleven.voices.get_all().voices)
 
-    encodes = backend.mimi_encodes
+    assert backend.mimi_encodes == encodes + 1  # encoded (and prefilled) once, at upload
+    assert voice_id in csm_server.engine.status.backend["voices_prefilled"]
     fmt = elevenlabs_format("pcm_24000")
-    for expected_encodes in (encodes + 1, encodes + 1):  # encoded once, then from the cache
+    for expected_encodes in (encodes + 1, encodes + 1):  # then always from the cache
         with eleven.text_to_speech.with_raw_response.convert(voice_id, text=TEXT, output_format="pcm_24000") as response:
             data = b"".join(response.data)
             check(csm_server, data, fmt.container, fmt.sample_rate, response.headers["request-id"])
@@ -190,3 +192,23 @@ def test_say_with_csm_exits_cleanly(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "terminate called" not in done.stderr
     assert decode(out.read_bytes(), "wav").seconds > 0
+
+
+def test_a_voice_whose_prompt_overfills_the_window_is_refused_at_upload(csm_server):
+    """A transcript the model's window cannot hold next to its recording is a 400 at upload,
+    with nothing stored: before, it was stored and every request with it was a 503."""
+    rng = np.random.default_rng(1)
+    seconds = np.arange(24000 * 29) / 24000
+    audio = (0.3 * np.sin(2 * np.pi * 160 * seconds) * (1 + 0.2 * rng.standard_normal(len(seconds)))).astype(np.float32)
+    upload = io.BytesIO()
+    soundfile.write(upload, audio, 24000, format="WAV")
+    letters = np.array(list("qxzjkvwy"))
+    transcript = " ".join("".join(rng.choice(letters, 7)) for _ in range(240))  # ~1900 characters, ~1 token each
+    voices_dir = csm_server.app.extensions["sesame_tts"].settings.voices_dir
+    before = sorted(voices_dir.iterdir()) if voices_dir.is_dir() else []
+    response = requests.post(f"{csm_server.url}/v1/voices/add", data={"name": "Too long", "transcript": transcript},
+                             files=[("files", ("long.wav", upload.getvalue()))])
+    detail = response.json()["detail"]
+    assert response.status_code == 400 and detail["status"] == "voice_unusable", response.text
+    assert "window" in detail["message"]
+    assert (sorted(voices_dir.iterdir()) if voices_dir.is_dir() else []) == before

@@ -254,7 +254,7 @@ def test_disconnect_on_stream_stops_generation(piper_server):
     body = json.dumps({"text": text})
     port = int(piper_server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(f"POST /v1/text-to-speech/{VOICE}/stream?output_format=pcm_24000 HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(f"POST /v1/text-to-speech/{VOICE}/stream?output_format=pcm_24000 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
         head = sock.recv(4096)
         assert head.startswith(b"HTTP/1.1 200")

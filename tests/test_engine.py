@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sesame_server.engine.engine import Engine, ModelUnavailable, QueueFull
+from sesame_server.engine.engine import BUFFERED_HANDICAP_SECONDS, Engine, ModelUnavailable, QueueFull
 from sesame_server.engine.request import SpeechRequest
 from tests.fakes import FakeBackend, FakeClock, wait_until
 
@@ -36,6 +36,26 @@ def test_streaming_jobs_are_served_before_buffered_then_fifo(gated):
     for job in [holder, *jobs]:
         assert drain(job) == 3
     assert backend.served == ["holder", "s1", "s2", "b1", "b2"]
+
+
+def test_buffered_jobs_age_so_steady_streaming_cannot_starve_them():
+    clock = FakeClock()
+    backend = FakeBackend(frames=1, gated=True)
+    engine = Engine(backend, max_queue_depth=10, warmup=False, clock=clock).start()
+    try:
+        assert engine.wait_ready(5)
+        holder = engine.submit(speech("holder", stream=True))
+        wait_until(backend.started.is_set)
+        buffered = engine.submit(speech("buffered"))
+        fresh = engine.submit(speech("s-now", stream=True))  # arrived with it: goes first
+        clock.advance(BUFFERED_HANDICAP_SECONDS + 0.1)
+        later = [engine.submit(speech(f"s-later-{n}", stream=True)) for n in range(3)]  # the buffered job aged
+        backend.gate.release(10)
+        for job in (holder, buffered, fresh, *later):
+            assert drain(job) == 1
+        assert backend.served == ["holder", "s-now", "buffered", "s-later-0", "s-later-1", "s-later-2"]
+    finally:
+        engine.stop()
 
 
 def test_full_queue_raises_with_retry_after(gated):

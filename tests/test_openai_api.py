@@ -195,7 +195,7 @@ def test_dropping_a_stream_stops_generation(piper_server):
     before = piper_server.engine.status.interruptions
     with socket.create_connection(("127.0.0.1", int(piper_server.url.rsplit(":", 1)[1]))) as sock:
         body = json.dumps({"model": "tts-1", "voice": "alloy", "input": LONG_TEXT, "response_format": "pcm"})
-        sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
         head = sock.recv(4096)
         assert head.startswith(b"HTTP/1.1 200")

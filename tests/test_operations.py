@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import wait_until
+from tests.live import cli_server
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -42,37 +39,15 @@ def test_metrics_parse_and_ttfa_moves_after_a_request(piper_server):
     assert after["sesame_tts_model_loaded{}"] == 1
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_served_requests_are_logged_as_json_lines(tmp_path):
-    port = free_port()
-    env = {**os.environ, "CACHE_DIR": str(tmp_path), "BACKEND": "piper", "PORT": str(port), "LOG_LEVEL": "INFO"}
-    server = subprocess.Popen([sys.executable, "-m", "sesame_server", "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become healthy"
-            time.sleep(0.2)
+    env = {**os.environ, "CACHE_DIR": str(tmp_path), "BACKEND": "piper", "LOG_LEVEL": "INFO"}
+    with cli_server(["serve"], env) as url:
         ok = requests.post(f"{url}/v1/text-to-speech/JoeEmbeddedPiper/stream", json={"text": "Log me."})
         bad = requests.post(f"{url}/v1/audio/speech", json={"model": "tts-1", "voice": "nobody", "input": "Hi."})
         assert (ok.status_code, bad.status_code) == (200, 400)
         log_file = tmp_path / "server.log"
         wait_until(lambda: bad.headers["x-request-id"] in log_file.read_text()
                    and ok.headers["request-id"] in log_file.read_text())
-    finally:
-        server.terminate()
-        assert server.wait(20) == 0, server.stderr.read()  # SIGTERM is a clean stop
     lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
     by_id = {line.get("request_id"): line for line in lines if line.get("request_id")}
     speech = by_id[ok.headers["request-id"]]

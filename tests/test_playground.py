@@ -13,23 +13,30 @@ import pytest
 import requests
 
 HARNESS = Path(__file__).with_name("playground_harness.js")
-PAGE = resources.files("sesame_server.api").joinpath("playground.html")
+SCRIPT = resources.files("sesame_server.api").joinpath("playground.js")
 
 
 def test_page_is_served_and_loads_nothing_from_elsewhere(piper_server):
     response = requests.get(f"{piper_server.url}/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "connect-src 'self'" in response.headers["content-security-policy"]
-    assert "/v1/audio/speech" in response.text
+    policy = response.headers["content-security-policy"]
+    assert "connect-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert not re.search(r"<script>|<style>|\son[a-z]+=|style=", response.text), "inline code or style: CSP blocks it"
     assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", response.text), "external resource in the page"
+    script = requests.get(f"{piper_server.url}/playground.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "/v1/audio/speech" in script.text
+    assert requests.get(f"{piper_server.url}/playground.css").headers["content-type"].startswith("text/css")
 
 
 def run_page(server, action: str) -> dict:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    done = subprocess.run([node, str(HARNESS), str(PAGE), server.url, action], capture_output=True, text=True,
+    done = subprocess.run([node, str(HARNESS), str(SCRIPT), server.url, action], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

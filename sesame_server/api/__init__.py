@@ -5,13 +5,12 @@ and nothing else: the host's 404/500 handlers, its own routes and its `/` are un
 
 from __future__ import annotations
 
-import hmac
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sesame_server.api import dialect, models, ops
+from sesame_server.api import dialect, docs, guard, models, ops
 from sesame_server.api import elevenlabs as elevenlabs_api
 from sesame_server.api import openai as openai_api
 from sesame_server.api.errors import APIError
@@ -22,19 +21,22 @@ log = logging.getLogger(__name__)
 
 PARENT = "sesame_tts"
 # Open even with API_KEY set: readiness probes and service managers poll /health.
-_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.scrape", f"{PARENT}.ops.playground"})
+_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health"})
+# Pages a browser loads by navigation: a missing key gets a Basic challenge, so it asks for it.
+_BROWSER_PAGES = frozenset({f"{PARENT}.ops.playground", f"{PARENT}.ops.playground_asset"})
 
 
 def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Blueprint:
     """A fresh parent blueprint (one per app) with every dialect nested; `record` receives
     each finished request's log fields and job (metrics)."""
     parent = Blueprint(PARENT, __name__)
-    for child in (openai_api.bp, *elevenlabs_api.blueprints, models.bp):
+    for child in (openai_api.bp, *elevenlabs_api.blueprints, models.bp, docs.bp):
         parent.register_blueprint(child)
     if ops_routes:
         parent.register_blueprint(ops.bp)
     parent.before_request(_enter)
     parent.after_request(add_request_id)
+    parent.after_request(_cors)
     init_request_log(parent, record)
     parent.register_error_handler(APIError, dialect.error_response)
     parent.register_error_handler(HTTPException, http_error)
@@ -42,23 +44,24 @@ def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Bl
     return parent
 
 
-def _enter() -> None:
+def _enter() -> Response | None:
+    """Every guard, in order, before any work: Host, Origin (CORS), key, body size."""
     note_request(dialect=dialect.decide())
-    _check_api_key()
+    settings = runtime().settings
+    endpoint = request.endpoint or ""
+    guard.check_host(settings)
+    g.sesame_cors_origin = guard.check_origin(settings)
+    answer = guard.preflight(g.sesame_cors_origin)
+    if answer is not None:
+        return answer
+    if endpoint not in _OPEN_ENDPOINTS:
+        guard.check_key(settings, browser_page=endpoint in _BROWSER_PAGES)
+    guard.limit_body(settings, endpoint.rsplit(".", 1)[-1])
+    return None
 
 
-def _check_api_key() -> None:
-    """With API_KEY set, every API route wants it as xi-api-key or Authorization: Bearer."""
-    expected = runtime().settings.api_key
-    if not expected or request.endpoint in _OPEN_ENDPOINTS:
-        return
-    given = request.headers.get("xi-api-key", "")
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and not given:
-        given = token.strip()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise APIError(401, "Invalid or missing API key: send it as 'xi-api-key' or 'Authorization: Bearer'.",
-                       code="invalid_api_key")
+def _cors(response: Response) -> Response:
+    return guard.cors_headers(response, g.get("sesame_cors_origin"))
 
 
 def add_request_id(response: Response) -> Response:

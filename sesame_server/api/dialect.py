@@ -23,6 +23,7 @@ _BY_BLUEPRINT: dict[str, str | None] = {
     "elevenlabs_account": ELEVENLABS,
     "models": None,
     "ops": SYSTEM,
+    "docs": SYSTEM,
 }
 _ELEVENLABS_PATHS = ("/v1/text-to-speech", "/v1/voices", "/v2/voices", "/v1/user")
 
@@ -48,6 +49,8 @@ def current() -> str:
     """This request's dialect; for a request no route matched, a guess from its path."""
     dialect = g.get(_G_KEY)
     if dialect is None:
+        if request.path.rstrip("/") == "/v1/models":  # both SDKs' path: the client says which
+            return ELEVENLABS if is_elevenlabs_client(request.headers) else OPENAI
         dialect = ELEVENLABS if request.path.startswith(_ELEVENLABS_PATHS) else OPENAI
     return dialect
 

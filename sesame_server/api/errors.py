@@ -27,12 +27,15 @@ class APIError(Exception):
         self.details = details or []
 
 
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
 def error_json(body: dict, error: APIError) -> Response:
     """`body` (a dialect's rendering of `error`) with its status and headers."""
     response = jsonify(body)
     response.status_code = error.status
     response.headers.update(error.headers)
-    if error.status == 429 or error.status >= 500:
-        # The SDKs honour this: retry 429/5xx, never a request we rejected for cause.
-        response.headers["x-should-retry"] = "true"
+    # The SDKs honour this: retry what may pass later, never a request we rejected for cause
+    # (nor a full disk: 507).
+    response.headers["x-should-retry"] = "true" if error.status in _RETRYABLE else "false"
     return response

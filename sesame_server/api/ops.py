@@ -18,8 +18,13 @@ from sesame_server.runtime import runtime
 
 bp = Blueprint("ops", __name__)
 
-_PLAYGROUND_POLICY = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                      "media-src 'self' blob:; connect-src 'self'; img-src 'self' data:")
+# Nothing inline, nothing from elsewhere, never inside another site's frame.
+_PLAYGROUND_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                      "media-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                      "form-action 'none'")
+_PAGE_HEADERS = {"Content-Security-Policy": _PLAYGROUND_POLICY, "Cache-Control": "no-cache",
+                 "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_ASSETS = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8"}
 _HEALTHY = {"ready": "ok", "unloaded": "ok", "error": "error"}
 
 
@@ -48,6 +53,8 @@ def health() -> Response:
         },
         "process": {"rss_bytes": memory.rss_bytes(), "peak_rss_bytes": memory.peak_rss_bytes()},
         "voices": [voice.id for voice in rt.catalogue],
+        "voices_unreadable": [{"voice_id": voice_id, "reason": reason}
+                              for voice_id, reason in rt.catalogue.unusable.items()],
         "default_voice": rt.catalogue.default.id,
         "queue_depth": engine.queue_depth,
         "uptime_seconds": round(time.time() - rt.started_at, 1),
@@ -68,13 +75,17 @@ def scrape() -> Response:
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
-@lru_cache(maxsize=1)
-def _page() -> bytes:
-    return resources.files(__package__).joinpath("playground.html").read_bytes()
+@lru_cache(maxsize=4)
+def _file(name: str) -> bytes:
+    return resources.files(__package__).joinpath(name).read_bytes()
 
 
 @bp.get("/")
 def playground() -> Response:
     """A page to try the voices in a browser (streams PCM from /v1/audio/speech); loads nothing from elsewhere."""
-    return Response(_page(), content_type="text/html; charset=utf-8",
-                    headers={"Content-Security-Policy": _PLAYGROUND_POLICY, "Cache-Control": "no-cache"})
+    return Response(_file("playground.html"), content_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+@bp.get("/<any(playground.js, playground.css):name>")
+def playground_asset(name: str) -> Response:
+    return Response(_file(name), content_type=_ASSETS[name], headers=_PAGE_HEADERS)

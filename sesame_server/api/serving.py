@@ -23,7 +23,7 @@ from flask import request
 from sesame_server.api.errors import APIError
 from sesame_server.audio.formats import OutputFormat
 from sesame_server.audio.pipeline import AudioPipeline
-from sesame_server.backends.base import BackendError
+from sesame_server.backends.base import BackendError, VoiceUnavailable
 from sesame_server.engine.engine import EngineStopped, ModelUnavailable, QueueFull
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import SpeechRequest
@@ -117,6 +117,8 @@ def streamed(synthesis: Synthesis) -> Iterator[bytes]:
 
 
 def _failure(exc: BaseException, message: str) -> APIError:
+    if isinstance(exc, VoiceUnavailable):  # one voice's material, not the server
+        return APIError(400, f"{exc} Delete the voice and add it again.", code="voice_unusable", param="voice")
     if isinstance(exc, ModelUnavailable):
         return APIError(503, f"Speech generation is unavailable: {exc}", code="model_unavailable")
     if isinstance(exc, BackendError):

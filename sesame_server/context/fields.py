@@ -6,15 +6,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 MAX_CONTEXT_ITEMS = 20
 MAX_REF_LENGTH = 128
 MAX_REQUEST_IDS = 3
 
-AudioRef = Annotated[StrictStr, Field(max_length=MAX_REF_LENGTH)]
+# Unicode's control characters (Cc) but tab, LF and CR, and surrogates (Cs: only ever lone in a str).
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """No control characters but tab and newlines, no lone surrogates: they break text
+    front-ends (phonemizers, tokenizers), log files and terminals, and no voice says them."""
+    found = _UNSPEAKABLE.search(text)
+    if found:
+        char = found.group()
+        kind = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+        raise ValueError(f"contains {kind} (U+{ord(char):04X}) at position {found.start()}")
+    return text
+
+
+# Every string field the API accepts: strict (no coercion) and speakable.
+Text = Annotated[StrictStr, AfterValidator(speakable)]
+AudioRef = Annotated[Text, Field(max_length=MAX_REF_LENGTH)]
 
 
 class ContextItem(BaseModel):
@@ -22,7 +40,7 @@ class ContextItem(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    text: StrictStr = ""
+    text: Text = ""
     audio_ref: AudioRef | None = None
     speaker: Annotated[StrictInt, Field(ge=0, le=9)] | None = Field(
         None, description="0 is the voice itself; default 0 for a remembered turn, 1 for text-only")
@@ -34,8 +52,8 @@ class ContextFields(BaseModel):
     context: Annotated[list[ContextItem], Field(max_length=MAX_CONTEXT_ITEMS)] | None = Field(
         None, description="Prior turns that condition this one (oldest first).")
     audio_ref: AudioRef | None = Field(None, description="The client's own name for this turn, to reference later.")
-    previous_text: StrictStr | None = None
-    next_text: StrictStr | None = Field(None, description="Accepted; no local model conditions on it.")
-    previous_request_ids: Annotated[list[StrictStr], Field(max_length=MAX_REQUEST_IDS)] | None = None
-    next_request_ids: Annotated[list[StrictStr], Field(max_length=MAX_REQUEST_IDS)] | None = Field(
+    previous_text: Text | None = None
+    next_text: Text | None = Field(None, description="Accepted; no local model conditions on it.")
+    previous_request_ids: Annotated[list[Text], Field(max_length=MAX_REQUEST_IDS)] | None = None
+    next_request_ids: Annotated[list[Text], Field(max_length=MAX_REQUEST_IDS)] | None = Field(
         None, description="Accepted; no local model conditions on it.")

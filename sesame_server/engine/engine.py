@@ -15,52 +15,39 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from sesame_server.backends.base import Backend, Generation
 from sesame_server.engine.job import END, Job
-from sesame_server.engine.request import SpeechRequest
+from sesame_server.engine.request import ReferenceVoice, SpeechRequest
+from sesame_server.engine.status import EngineStatus, EngineStopped, ModelUnavailable, QueueFull
+
+__all__ = ["Engine", "EngineStatus", "EngineStopped", "ModelUnavailable", "QueueFull"]
 
 log = logging.getLogger(__name__)
 
-_CONTROL = -1  # queue priority of control items: before any job
+_CONTROL = float("-inf")  # queue priority of control items: before any job
+# Jobs are served by deadline: a streaming job's is when it arrived, a buffered job's this
+# much later. Streaming goes first, yet a buffered job waits behind later streaming ones for
+# at most this long: steady streaming load cannot starve it.
+BUFFERED_HANDICAP_SECONDS = 3.0
 _STOP = "stop"
-
-
-class QueueFull(RuntimeError):
-    """More jobs are waiting than MAX_QUEUE_DEPTH allows."""
-
-    def __init__(self, depth: int, retry_after: int):
-        self.depth = depth
-        self.retry_after = retry_after
-        super().__init__(f"The server is busy: {depth} requests are already waiting. Retry in about {retry_after} s.")
-
-
-class EngineStopped(RuntimeError):
-    """The engine is shutting down and takes no new work."""
-
-
-class ModelUnavailable(RuntimeError):
-    """The model failed to load; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """What the inference thread last published: safe to read from any thread."""
-
-    state: str = "starting"  # starting | loading | ready | unloaded | error | stopped
-    backend: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # Backend.status()
-    requests_served: int = 0
-    interruptions: int = 0
-    avg_generation_seconds: float | None = None
-    load_error: str | None = None  # advice for the operator when state == "error"
 
 
 @dataclass(frozen=True)
 class _Control:
-    """Work for the inference thread that is not a job (evict a voice, wake up, stop)."""
+    """Work for the inference thread that is not a job (prepare or evict a voice, wake up, stop)."""
 
-    action: Callable[[], None] | str | None
+    action: Callable[[], Any] | str | None
+    needs_model: bool = False
+    reply: "_Reply | None" = None
+
+
+@dataclass
+class _Reply:
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
 
 
 class Engine:
@@ -140,12 +127,23 @@ class Engine:
             if depth >= self.max_queue_depth:
                 raise QueueFull(depth, self.retry_after(depth))
             self._waiting.add(job)
-        self._queue.put((job.priority, job.sequence, job))
+        deadline = self.clock() + (0.0 if request.stream else BUFFERED_HANDICAP_SECONDS)
+        self._queue.put((deadline, job.sequence, job))
         return job
 
     def forget_voice(self, voice_id: str) -> None:
         """Evict a deleted voice's cached state, on the inference thread (before the next job)."""
         self._control(lambda: self.backend.forget_voice(voice_id))
+
+    def prepare_voice(self, reference: ReferenceVoice, timeout: float) -> None:
+        """Have the backend prepare a new cloned voice (before the next job); re-raises its
+        VoiceUnavailable. TimeoutError when the thread stayed busy for `timeout` s."""
+        reply = _Reply()
+        self._control(lambda: self.backend.prepare_voice(reference), needs_model=True, reply=reply)
+        if not reply.done.wait(timeout):
+            raise TimeoutError(f"the model stayed busy for {timeout:.0f} s")
+        if reply.error is not None:
+            raise reply.error
 
     def poke(self) -> None:
         """Wake the inference thread so it re-checks the idle timer (tests with a fake clock)."""
@@ -167,11 +165,11 @@ class Engine:
         self._waiting = {job for job in self._waiting if not job.cancel.is_set()}
         return len(self._waiting)
 
-    def _control(self, action) -> None:
+    def _control(self, action, *, needs_model: bool = False, reply: _Reply | None = None) -> None:
         with self._lock:
             self._control_sequence += 1
             sequence = self._control_sequence
-        self._queue.put((_CONTROL, sequence, _Control(action)))
+        self._queue.put((_CONTROL, sequence, _Control(action, needs_model, reply)))
 
     # -- inference thread --------------------------------------------------------------
     def _run(self) -> None:
@@ -186,7 +184,7 @@ class Engine:
                 if item.action == _STOP:
                     break
                 if callable(item.action):
-                    self._run_control(item.action)
+                    self._run_control(item)
                 self._maybe_unload()
                 continue
             with self._lock:
@@ -197,12 +195,22 @@ class Engine:
         except Exception:  # noqa: BLE001 - shutting down anyway
             log.exception("Backend unload failed during shutdown")
 
-    def _run_control(self, action: Callable[[], None]) -> None:
+    def _run_control(self, control: _Control) -> None:
+        reply = control.reply or _Reply()
         try:
-            action()
-        except Exception:  # noqa: BLE001 - housekeeping must never stop the thread
-            log.exception("Engine control action failed")
-        self._publish()
+            if control.needs_model and self._state in ("unloaded", "error"):
+                self._load()
+            if control.needs_model and self._state == "error":
+                raise ModelUnavailable(self._load_error or "The model is not loaded.")
+            reply.value = control.action()
+        except Exception as exc:  # noqa: BLE001 - goes back to the caller; never stops the thread
+            reply.error = exc
+            if control.reply is None:
+                log.exception("Engine control action failed")
+        finally:
+            self._last_activity = self.clock()
+            self._publish()
+            reply.done.set()
 
     def _load(self) -> None:
         self._publish("loading")

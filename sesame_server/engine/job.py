@@ -15,7 +15,6 @@ from sesame_server.audio.units import MIN_SPEED
 from sesame_server.backends.base import BackendInfo, Generation
 from sesame_server.engine.request import SpeechRequest
 
-STREAMING, BUFFERED = 0, 1  # PriorityQueue order: lower first
 _sequence = itertools.count()
 
 # Speaking rate used to guess how long an utterance will be (for "frame N of ~M" logs).
@@ -48,10 +47,6 @@ class Job:
     prefill_tokens: int | None = None
     context_turns: int | None = None
     generation: Generation | None = None  # the backend's result, once finished
-
-    @property
-    def priority(self) -> int:
-        return STREAMING if self.request.stream else BUFFERED
 
     @property
     def frames(self) -> int:

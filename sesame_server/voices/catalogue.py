@@ -52,6 +52,16 @@ class VoiceNotFound(LookupError):
         )
 
 
+class VoiceUnusable(LookupError):
+    """A stored voice exists but cannot be used (unreadable files); the message says why."""
+
+    def __init__(self, voice_id: str, reason: str):
+        self.voice_id = voice_id
+        self.reason = reason
+        super().__init__(f"Voice '{voice_id}' is stored but cannot be used: {reason}. Delete it "
+                         f"(DELETE /v1/voices/{voice_id}) and add it again.")
+
+
 class VoiceCatalogue:
     """The voices a backend offers, and how any name a client sends resolves to one."""
 
@@ -61,6 +71,7 @@ class VoiceCatalogue:
         self._voices = {voice.id: voice for voice in voices}
         self._lower = {voice.id.lower(): voice for voice in voices}
         self._by_elevenlabs_id = {elevenlabs_id(voice): voice for voice in voices}
+        self.unusable: dict[str, str] = {}  # stored voice id -> why it cannot be used
         if default_voice in self._voices:
             self.default = self._voices[default_voice]
         else:
@@ -83,10 +94,13 @@ class VoiceCatalogue:
                 or self._lower.get(voice_id.lower()))
 
     def resolve(self, name: str) -> Voice:
-        """A local voice for `name`: a local id, else an OpenAI built-in name; else VoiceNotFound."""
+        """A local voice for `name`: a local id, else an OpenAI built-in name; else VoiceNotFound
+        (VoiceUnusable for a stored voice that cannot be read)."""
         voice = self.get(name)
         if voice is not None:
             return voice
+        if name in self.unusable:
+            raise VoiceUnusable(name, self.unusable[name])
         mapped = OPENAI_VOICES.get(name.lower())
         if mapped is not None:
             # The backend may not have the mapped voice (piper has one voice): use the default.
@@ -98,7 +112,11 @@ class VoiceCatalogue:
         self._lower[voice.id.lower()] = voice
         self._by_elevenlabs_id[elevenlabs_id(voice)] = voice
 
+    def mark_unusable(self, voice_id: str, reason: str) -> None:
+        self.unusable[voice_id] = reason
+
     def remove(self, voice_id: str) -> None:
+        self.unusable.pop(voice_id, None)
         voice = self._voices.pop(voice_id, None)
         if voice is not None:
             self._lower.pop(voice.id.lower(), None)
@@ -111,7 +129,7 @@ class VoiceCatalogue:
         """
         try:
             return self.resolve(voice_id)
-        except VoiceNotFound:
+        except VoiceNotFound:  # (VoiceUnusable is not: a broken stored voice is never swapped)
             if not ELEVENLABS_ID.match(voice_id):
                 raise
         log.info("Mapped ElevenLabs voice %s to local voice %s", voice_id, self.default.name)

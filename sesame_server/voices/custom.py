@@ -1,12 +1,19 @@
 """Cloned voices on disk: CACHE_DIR/voices/<voice_id>/{voice.json, reference.wav}.
 
 The directory name is an id we generate, never anything the uploader sent, so no name or
-filename can escape the voices directory.
+filename can escape the voices directory. A voice is written into a hidden staging folder,
+fsynced, then renamed into place: a crash or a full disk leaves no half-written voice, and
+the staging folder is removed. A stored voice that cannot be read is reported (log, /health),
+never silently dropped.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
+import os
 import secrets
 import shutil
 import string
@@ -21,7 +28,20 @@ import soundfile
 from sesame_server.audio.units import SAMPLE_RATE  # CSM/Mimi's rate: stored ready to encode
 from sesame_server.backends.base import Voice
 from sesame_server.engine.request import ReferenceVoice
+
+log = logging.getLogger(__name__)
+
 _ID_ALPHABET = string.ascii_letters + string.digits
+_STAGING_PREFIX = ".incoming-"
+
+
+class StorageFull(OSError):
+    """The disk under CACHE_DIR is full; the message says how much is free."""
+
+    def __init__(self, root: Path):
+        free = _free_mb(root)
+        super().__init__(errno.ENOSPC, f"No space left on device under CACHE_DIR ({free} MB free at {root}); "
+                                       "free some space and try again.")
 
 
 @dataclass(frozen=True)
@@ -39,21 +59,45 @@ class CustomVoice:
                      category="cloned", elevenlabs_id=self.voice_id)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored voice that cannot be used, and why (shown in /health)."""
+
+    path: str
+    reason: str
+
+
 class CustomVoiceStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock = threading.Lock()
 
-    def list(self) -> list[CustomVoice]:
+    def scan(self) -> tuple[list[CustomVoice], list[Unreadable]]:
+        """Every stored voice, oldest first, and those that cannot be read. Clears staging
+        folders a crash left behind."""
         if not self.root.is_dir():
-            return []
-        voices = [self._read(path) for path in sorted(self.root.iterdir()) if (path / "voice.json").is_file()]
-        return sorted((v for v in voices if v is not None), key=lambda v: v.created_at_unix)
+            return [], []
+        voices, unreadable = [], []
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(_STAGING_PREFIX):
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            if not folder.is_dir():
+                continue
+            try:
+                voices.append(self._read(folder, check_audio=True))
+            except (OSError, ValueError, TypeError, RuntimeError) as exc:
+                unreadable.append(Unreadable(str(folder), _reason(exc)))
+                log.warning("Stored voice %s cannot be used and is skipped: %s", folder, _reason(exc))
+        return sorted(voices, key=lambda v: v.created_at_unix), unreadable
 
     def get(self, voice_id: str) -> CustomVoice | None:
-        if not _is_id(voice_id):
+        if not _is_id(voice_id) or not (self.root / voice_id).is_dir():
             return None
-        return self._read(self.root / voice_id)
+        try:
+            return self._read(self.root / voice_id)
+        except (OSError, ValueError, TypeError):
+            return None
 
     def reference(self, voice_id: str) -> ReferenceVoice | None:
         """The recording a cloned voice is made from; None for built-in voices."""
@@ -65,32 +109,96 @@ class CustomVoiceStore:
 
     def add(self, name: str, audio: np.ndarray, *, transcript: str = "", description: str = "",
             labels: dict | None = None) -> CustomVoice:
-        """Store 24 kHz mono float32 `audio` as a new voice."""
+        """Store 24 kHz mono float32 `audio` as a new voice, atomically. StorageFull when the disk is."""
         voice = CustomVoice(
             voice_id="".join(secrets.choice(_ID_ALPHABET) for _ in range(20)),
             name=name, transcript=transcript, description=description, labels=dict(labels or {}),
             created_at_unix=int(time.time()), seconds=round(len(audio) / SAMPLE_RATE, 3),
         )
-        folder = self.root / voice.voice_id
+        staging = self.root / f"{_STAGING_PREFIX}{voice.voice_id}"
         with self._lock:
-            folder.mkdir(parents=True, exist_ok=False)
-            soundfile.write(folder / "reference.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-            # Written last: a folder without voice.json is not a voice (e.g. after a crash).
-            (folder / "voice.json").write_text(json.dumps(asdict(voice), indent=2))
+            try:
+                staging.mkdir(parents=True)
+                wav = io.BytesIO()  # encoded in memory: a full disk is then one clean OSError
+                soundfile.write(wav, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+                with open(staging / "reference.wav", "wb") as out:
+                    out.write(wav.getvalue())
+                    _sync(out)
+                with open(staging / "voice.json", "w", encoding="utf-8") as out:
+                    out.write(json.dumps(asdict(voice), indent=2))
+                    _sync(out)
+                os.rename(staging, self.root / voice.voice_id)
+                _sync_dir(self.root)
+            except Exception as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if _is_disk_full(exc):
+                    raise StorageFull(self.root) from exc
+                raise
         return voice
 
     def delete(self, voice_id: str) -> bool:
-        if self.get(voice_id) is None:
+        if not _is_id(voice_id) or not (self.root / voice_id).is_dir():
             return False
         with self._lock:
-            shutil.rmtree(self.root / voice_id, ignore_errors=True)
+            # Renamed away first: the voice disappears at once, even if removing its files fails.
+            doomed = self.root / f"{_STAGING_PREFIX}deleted-{voice_id}"
+            os.rename(self.root / voice_id, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         return True
 
-    def _read(self, folder: Path) -> CustomVoice | None:
-        try:
-            return CustomVoice(**json.loads((folder / "voice.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+    def _read(self, folder: Path, *, check_audio: bool = False) -> CustomVoice:
+        voice = CustomVoice(**json.loads((folder / "voice.json").read_text(encoding="utf-8")))
+        if voice.voice_id != folder.name:
+            raise ValueError(f"voice.json names voice {voice.voice_id!r}, not {folder.name!r}")
+        if check_audio:
+            info = soundfile.info(str(folder / "reference.wav"))
+            if info.frames == 0:
+                raise ValueError("reference.wav holds no audio")
+        return voice
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not every platform can open a directory
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _free_mb(root: Path) -> int:
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free // (1024 * 1024)
+    except OSError:
+        return 0
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"{Path(exc.filename or '?').name} is missing"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"voice.json is not valid JSON ({exc.msg}, line {exc.lineno})"
+    if isinstance(exc, TypeError):
+        return f"voice.json has unexpected fields ({exc})"
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def _is_id(voice_id: str) -> bool:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from sesame_server.api.errors import APIError
 from sesame_server.api.validation import validate
 from sesame_server.audio.formats import OutputFormat, UnsupportedFormat, elevenlabs_format
 from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
 from sesame_server.context.conversation import Caller, ContextError, plan_context
-from sesame_server.context.fields import ContextFields
+from sesame_server.context.fields import ContextFields, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
-from sesame_server.voices.catalogue import VoiceNotFound
+from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
 
 MAX_SEED = 4294967295
 DEFAULT_VOICE_SETTINGS = {"stability": 0.5, "similarity_boost": 0.75, "style": 0.0, "use_speaker_boost": True,
@@ -24,8 +24,8 @@ DEFAULT_VOICE_SETTINGS = {"stability": 0.5, "similarity_boost": 0.75, "style": 0
 # At the default stability 0.5 this is 0.9, CSM's own default.
 _TEMPERATURE_AT_ZERO_STABILITY, _TEMPERATURE_SPAN = 1.2, 0.6
 
-Number = StrictFloat | StrictInt
-Unit = Annotated[Number, Field(ge=0.0, le=1.0)]
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # strict float takes ints too, never bools
+Unit = Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class VoiceSettings(BaseModel):
@@ -43,12 +43,12 @@ class TextToSpeechBody(ContextFields):
 
     model_config = ConfigDict(strict=True, extra="ignore", title="ElevenLabs text-to-speech request")
 
-    text: StrictStr = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
-    model_id: StrictStr | None = Field(None, description="Any id; every model is served by the local one.")
-    language_code: StrictStr | None = None
+    text: Text = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
+    model_id: Text | None = Field(None, description="Any id; every model is served by the local one.")
+    language_code: Text | None = None
     voice_settings: VoiceSettings | None = None
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] | None = None
-    output_format: StrictStr | None = Field(None, description="As in the query (ElevenLabsKit sends it here).")
+    output_format: Text | None = Field(None, description="As in the query (ElevenLabsKit sends it here).")
     apply_text_normalization: Literal["auto", "on", "off"] | None = None
     apply_language_text_normalization: StrictBool | None = None
     pronunciation_dictionary_locators: list[Any] | None = None
@@ -85,6 +85,8 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
         available = ", ".join(rt.catalogue.ids)
         raise APIError(400, f"A voice with voice_id '{voice_id}' was not found. Available voices: {available}.",
                        code="voice_not_found") from None
+    except VoiceUnusable as exc:
+        raise APIError(400, str(exc), code="voice_unusable") from None
     fmt = _output_format(args.output_format or body.output_format or rt.settings.default_output_format, streaming,
                          "query" if args.output_format else "body")
     settings = voice_settings(body.voice_settings)

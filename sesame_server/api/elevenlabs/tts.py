@@ -18,7 +18,7 @@ bp = Blueprint("elevenlabs_tts", __name__, url_prefix="/v1/text-to-speech")
 
 
 def _parse(voice_id: str, *, streaming: bool) -> ParsedSpeech:
-    body = validate(TextToSpeechBody, json_body())
+    body = validate(TextToSpeechBody, json_body(422))
     return parse_speech(voice_id, body, request.args, runtime(), caller(), request_id(), streaming=streaming)
 
 

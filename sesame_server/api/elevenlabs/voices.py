@@ -12,10 +12,11 @@ from sesame_server.api.elevenlabs.schema import DEFAULT_VOICE_SETTINGS
 from sesame_server.api.errors import APIError
 from sesame_server.api.serving import buffered, synthesize
 from sesame_server.audio.formats import elevenlabs_format
-from sesame_server.backends.base import Voice
+from sesame_server.backends.base import Voice, VoiceUnavailable
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime, new_request_id, runtime
 from sesame_server.voices.catalogue import elevenlabs_id
+from sesame_server.voices.custom import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,14 @@ bp = Blueprint("elevenlabs_voices", __name__)
 
 MODEL_ID = "csm-1b"
 _PREVIEW_FORMAT = "mp3_44100_128"
+PREPARE_TIMEOUT_SECONDS = 120.0  # a new voice waits for the job in progress, then is encoded
 _preview_lock = threading.Lock()
 
 
 def voice_json(voice: Voice) -> dict:
     """An ElevenLabs Voice object with every field strict clients (elevenlabs-js) require."""
     voice_id = elevenlabs_id(voice)
-    preview_url = f"{request.host_url}v1/voices/{voice_id}/preview"
+    preview_url = f"{runtime().public_url}/v1/voices/{voice_id}/preview"  # never from the Host header
     cloned = voice.category == "cloned"
     return {
         "voice_id": voice_id,
@@ -74,14 +76,8 @@ def get_all() -> Response:
 @bp.get("/v2/voices")
 def search() -> Response:
     args = request.args
-    try:
-        page_size = int(args.get("page_size", 10))
-        offset = int(args.get("next_page_token") or 0)
-    except ValueError:
-        raise APIError(422, "page_size and next_page_token must be integers.", param="page_size",
-                       code="int_parsing") from None
-    if not 1 <= page_size <= 100 or offset < 0:
-        raise APIError(422, "page_size must be between 1 and 100.", param="page_size", code="value_error")
+    page_size = _query_int("page_size", "10", 1, 100)
+    offset = _query_int("next_page_token", "0", 0, 1_000_000)
     voices = list(runtime().catalogue)
     term = (args.get("search") or "").strip().lower()
     if term:
@@ -100,6 +96,20 @@ def search() -> Response:
     has_more = offset + page_size < len(voices)
     return jsonify({"voices": [voice_json(v) for v in page], "has_more": has_more, "total_count": len(voices),
                     "next_page_token": str(offset + page_size) if has_more else None})
+
+
+def _query_int(name: str, default: str, low: int, high: int) -> int:
+    raw = request.args.get(name) or default
+    try:
+        value = int(raw)
+    except ValueError:
+        value, kind, message = None, "int_parsing", f"{name} must be an integer."
+    else:
+        kind, message = "value_error", f"{name} must be between {low} and {high}."
+    if value is None or not low <= value <= high:
+        raise APIError(422, message, param=name, code=kind,
+                       details=[{"loc": ["query", name], "msg": message, "type": kind}])
+    return value
 
 
 @bp.get("/v1/voices/settings/default")
@@ -149,8 +159,21 @@ def add_voice() -> Response:
         raise APIError(400, f"The {info.name} backend cannot clone voices; cloning needs "
                             "BACKEND=csm (Sesame CSM on MLX).", code="voice_cloning_unavailable")
     upload = read_upload(request.form, request.files.getlist("files"))
-    voice = rt.custom_voices.add(upload.name, upload.audio, transcript=upload.transcript,
-                                 description=upload.description, labels=upload.labels)
+    try:
+        voice = rt.custom_voices.add(upload.name, upload.audio, transcript=upload.transcript,
+                                     description=upload.description, labels=upload.labels)
+    except StorageFull as exc:
+        raise APIError(507, exc.strerror, code="insufficient_storage") from None
+    try:
+        # Encoded and prefilled now: a voice the model cannot use is refused, not kept.
+        rt.engine.prepare_voice(rt.custom_voices.reference(voice.voice_id), timeout=PREPARE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("Voice %s not prepared yet (the model stayed busy): its first request will", voice.voice_id)
+    except Exception as exc:
+        rt.custom_voices.delete(voice.voice_id)
+        if isinstance(exc, VoiceUnavailable):
+            raise APIError(400, f"This voice cannot be used: {exc.reason}.", code="voice_unusable") from None
+        raise
     rt.catalogue.add(voice.as_voice())
     log.info("Added cloned voice %s (%r, %.1f s of reference audio)", voice.voice_id, upload.name, voice.seconds)
     return jsonify({"voice_id": voice.voice_id, "requires_verification": False})
@@ -159,6 +182,10 @@ def add_voice() -> Response:
 @bp.delete("/v1/voices/<voice_id>")
 def delete_voice(voice_id: str) -> Response:
     rt = runtime()
+    if voice_id in rt.catalogue.unusable:  # stored but unreadable: deleting it is the way out
+        rt.custom_voices.delete(voice_id)
+        rt.catalogue.remove(voice_id)
+        return jsonify({"status": "ok"})
     voice = _find(rt, voice_id)
     if voice.category != "cloned":
         raise APIError(400, f"'{voice_id}' is a built-in voice and cannot be deleted.", code="voice_not_deletable")

@@ -20,7 +20,7 @@ bp = Blueprint("openai", __name__, url_prefix="/v1")
 @bp.post("/audio/speech")
 def create_speech() -> Response:
     rt = runtime()
-    body = validate(SpeechBody, json_body(), status=400)
+    body = validate(SpeechBody, json_body(400), status=400)
     parsed = parse_speech(body, rt, caller(), request_id())
     # OpenAI always answers with chunked audio: every response here streams.
     synthesis = synthesize(parsed.speech, parsed.fmt, streaming=True)

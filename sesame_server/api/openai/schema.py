@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat
 
 from sesame_server.api.errors import APIError
 from sesame_server.audio.formats import OPENAI_FORMATS, OutputFormat, openai_format
 from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
 from sesame_server.context.conversation import Caller, ContextError, plan_context
-from sesame_server.context.fields import ContextFields
+from sesame_server.context.fields import ContextFields, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
-from sesame_server.voices.catalogue import VoiceNotFound
+from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
 
 MODEL_IDS = ("csm-1b", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 MAX_INSTRUCTIONS = 4096
@@ -28,7 +28,7 @@ class VoiceObject(BaseModel):
     """openai-python 3.x sends the voice as {"id": ...}."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    id: StrictStr
+    id: Text
 
 
 class SpeechBody(ContextFields):
@@ -36,14 +36,14 @@ class SpeechBody(ContextFields):
 
     model_config = ConfigDict(strict=True, extra="ignore", title="OpenAI speech request")
 
-    model: StrictStr | None = Field(None, description="Any name; every model is served by the local one.")
-    input: StrictStr = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
-    voice: StrictStr | VoiceObject | None = Field(
+    model: Text | None = Field(None, description="Any name; every model is served by the local one.")
+    input: Text = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
+    voice: Text | VoiceObject | None = Field(
         None, description="A local voice id or an OpenAI voice name (mapped to the closest local voice).")
-    instructions: Annotated[StrictStr, Field(max_length=MAX_INSTRUCTIONS)] | None = Field(
+    instructions: Annotated[Text, Field(max_length=MAX_INSTRUCTIONS)] | None = Field(
         None, description="Accepted; no local model takes style instructions.")
     response_format: Annotated[Literal[OPENAI_FORMATS], BeforeValidator(_lower)] | None = None  # type: ignore[valid-type]
-    speed: Annotated[StrictFloat | StrictInt, Field(ge=MIN_SPEED, le=MAX_SPEED)] | None = None
+    speed: Annotated[StrictFloat, Field(ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)] | None = None
     stream_format: Literal["audio", "sse"] | None = None
 
 
@@ -86,3 +86,5 @@ def _voice(voice: str | VoiceObject | None, rt: Runtime) -> str:
         return rt.catalogue.resolve(voice).id
     except VoiceNotFound as exc:
         raise APIError(400, str(exc), param="voice", code="voice_not_found") from None
+    except VoiceUnusable as exc:
+        raise APIError(400, str(exc), param="voice", code="voice_unusable") from None

@@ -7,10 +7,9 @@ All methods run on the engine's single inference thread; load() builds the CsmRu
   [context turns][previous_text]   prefilled with the first sentence
   [sentence 1] -> frames ... [end frame][sentence 2] -> frames ...   one running context
 
-Frames stream out as PCM one by one after the first block (chunker.py), decoded by Mimi on
-a second MLX stream while the next frame computes. What the KV cache may keep between
-turns is window.py's policy; what a request reports is telemetry.py's GenerationRecord.
-"""
+Frames stream out one by one after the first block (chunker.py), decoded by Mimi on a second
+MLX stream while the next frame computes. What the KV cache keeps between turns is
+window.py's policy; what a request reports is telemetry.py's GenerationRecord."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import numpy as np
 from sesame_server.audio.units import SAMPLE_RATE
 from sesame_server.backends.base import BackendInfo, Block, Generation, Voice
 from sesame_server.config import Settings
-from sesame_server.engine.request import SpeechRequest
+from sesame_server.engine.request import ReferenceVoice, SpeechRequest
 
 from . import window
 from .chunker import Chunker
@@ -109,6 +108,12 @@ class CsmBackend:
 
     def voices(self) -> list[Voice]:
         return list(BUILTIN_VOICES.values())
+
+    def prepare_voice(self, reference: ReferenceVoice) -> None:
+        """A new cloned voice, encoded and prefilled now: refused at upload if it cannot work."""
+        self.load()
+        self._tail = None  # the cache is about to hold this voice alone
+        self._runtime.prepare_voice(reference)
 
     def forget_voice(self, voice_id: str) -> None:
         if self._tail is not None and self._tail.voice_id == voice_id:

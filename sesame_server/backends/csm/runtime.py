@@ -15,7 +15,7 @@ from collections import OrderedDict
 import mlx.core as mx
 import numpy as np
 
-from sesame_server.backends.base import BackendError
+from sesame_server.backends.base import BackendError, VoiceUnavailable
 from sesame_server.config import Settings
 from sesame_server.engine.request import ReferenceVoice
 
@@ -102,7 +102,8 @@ class CsmRuntime:
                 return snapshot, 0
             frames = self.builder.segment(voice.text, voice.speaker, voice.codes)
             if len(frames) + 2 >= self.loop.max_len:
-                raise BackendError(f"voice prompt {voice.voice_id} ({len(frames)} tokens) fills the context window")
+                raise VoiceUnavailable(voice.voice_id, f"its prompt ({len(frames)} tokens) fills the model's "
+                                                       f"{self.loop.max_len}-token window")
             self.loop.cache.reset()
             mx.eval(self.loop.prefill(frames))
             snapshot = self.loop.cache.snapshot()
@@ -111,6 +112,18 @@ class CsmRuntime:
             self._prefixes.popitem(last=False)
         log.info("Voice %s prefilled once: %d tokens cached", voice.voice_id, len(frames))
         return snapshot, len(frames)
+
+    def prepare_voice(self, reference: ReferenceVoice) -> None:
+        """Encode a cloned voice's prompt and prefill its KV prefix; VoiceUnavailable if the
+        prompt would leave too little of the window for the conversation."""
+        voice = self.voice_prompt(reference.voice_id, reference)
+        tokens = len(self.builder.segment(voice.text, voice.speaker, voice.codes))
+        budget = self.loop.max_len // 2  # the other half is for the conversation and the reply
+        if tokens > budget:
+            raise VoiceUnavailable(reference.voice_id, f"its transcript and recording take {tokens} of the model's "
+                                   f"{self.loop.max_len}-token window; at most {budget} may: shorten the transcript "
+                                   "or the recording")
+        self.voice_prefix(voice)
 
     def voices_prefilled(self) -> list[str]:
         return sorted(self._prefixes)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sesame_server.audio.units import SAMPLE_RATE
-from sesame_server.backends.base import BackendError, Voice
+from sesame_server.backends.base import BackendError, Voice, VoiceUnavailable
 from sesame_server.engine.request import ReferenceVoice
 
 from . import hub
@@ -123,8 +123,16 @@ def reference_prompt_source(reference: ReferenceVoice) -> PromptAudio:
     try:
         digest = hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
     except OSError as exc:
-        raise BackendError(f"the reference audio of voice {reference.voice_id!r} is missing ({exc})") from None
-    return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, lambda: (read_audio(wav), text))
+        raise VoiceUnavailable(reference.voice_id, f"its reference recording {wav} is missing ({exc})") from None
+
+    def load() -> tuple[np.ndarray, str]:
+        try:
+            return read_audio(wav), text
+        except Exception as exc:  # noqa: BLE001 - libsndfile says why in its own exception type
+            raise VoiceUnavailable(reference.voice_id,
+                                   f"its reference recording {wav} is unreadable ({exc})") from None
+
+    return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, load)
 
 
 def read_audio(path: Path | bytes) -> np.ndarray:

@@ -1,0 +1,152 @@
+"use strict";
+const SAMPLE_RATE = 24000;
+const $ = (id) => document.getElementById(id);
+const session = () => sessionStorage.getItem("sesame-session") || newSession();
+let playback = null;  // {controller, context}
+
+function newSession() {
+  const id = "playground-" + Math.random().toString(36).slice(2, 12);
+  sessionStorage.setItem("sesame-session", id);
+  return id;
+}
+
+// With API_KEY set, the browser asked for it when it loaded this page (HTTP Basic) and sends
+// it with every request to this server: no key is kept in the page or its storage.
+function headers(extra) {
+  return Object.assign({}, extra || {});
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    const e = body.error || body.detail;
+    return (e && (e.message || (e[0] && e[0].msg))) || response.statusText;
+  } catch (_) { return response.statusText; }
+}
+
+async function loadVoices() {
+  const [voices, health] = await Promise.all([
+    fetch("/v1/audio/voices", {headers: headers()}),
+    fetch("/health").then((r) => r.json()).catch(() => ({})),
+  ]);
+  if (!voices.ok) { $("stats").textContent = "Voices: " + await errorText(voices); return; }
+  const select = $("voice");
+  select.innerHTML = "";
+  for (const v of (await voices.json()).voices) {
+    if (v.name.includes("→")) continue;  // OpenAI names (alloy, echo, ...) are aliases of these
+    const option = new Option(v.name + " (" + v.id + ")", v.id);
+    option.selected = v.id === health.default_voice;
+    select.add(option);
+  }
+  const model = health.model || {};
+  if (model.warning) { $("banner").textContent = model.warning; $("banner").hidden = false; }
+  $("clone").hidden = health.backend !== "csm";
+}
+
+// s16le bytes -> Float32 samples; a chunk may end in the middle of a sample.
+function pcmDecoder() {
+  let carry = new Uint8Array(0);
+  return (chunk) => {
+    const bytes = new Uint8Array(carry.length + chunk.length);
+    bytes.set(carry); bytes.set(chunk, carry.length);
+    const whole = bytes.length - (bytes.length % 2);
+    carry = bytes.slice(whole);
+    const view = new DataView(bytes.buffer, 0, whole);
+    const out = new Float32Array(whole / 2);
+    for (let i = 0; i < out.length; i++) out[i] = view.getInt16(2 * i, true) / 32768;
+    return out;
+  };
+}
+
+function wavBlob(chunks, rate) {
+  const length = chunks.reduce((n, c) => n + c.length, 0);
+  const buffer = new ArrayBuffer(44 + 2 * length), v = new DataView(buffer);
+  const text = (o, s) => { for (let i = 0; i < s.length; i++) v.setUint8(o + i, s.charCodeAt(i)); };
+  text(0, "RIFF"); v.setUint32(4, 36 + 2 * length, true); text(8, "WAVEfmt ");
+  v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true);
+  v.setUint32(24, rate, true); v.setUint32(28, 2 * rate, true); v.setUint16(32, 2, true);
+  v.setUint16(34, 16, true); text(36, "data"); v.setUint32(40, 2 * length, true);
+  let o = 44;
+  for (const c of chunks) for (const s of c) { v.setInt16(o, Math.max(-1, Math.min(1, s)) * 32767, true); o += 2; }
+  return new Blob([buffer], {type: "audio/wav"});
+}
+
+async function speak() {
+  stop();
+  const controller = new AbortController();
+  const context = new AudioContext({sampleRate: SAMPLE_RATE});
+  playback = {controller, context};
+  $("speak").disabled = true; $("stop").disabled = false; $("download").hidden = true;
+  const started = performance.now();
+  const extra = {"Content-Type": "application/json"};
+  if ($("conversation").checked) extra["X-Session-Id"] = session();
+  const stats = $("stats");
+  stats.textContent = "Generating…";
+  try {
+    const response = await fetch("/v1/audio/speech", {
+      method: "POST", signal: controller.signal, headers: headers(extra),
+      body: JSON.stringify({model: "tts-1", voice: $("voice").value, input: $("text").value,
+                            response_format: "pcm", speed: parseFloat($("speed").value)}),
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    const info = "request " + response.headers.get("x-request-id") +
+      "\ncontext turns: " + response.headers.get("x-context-turns") +
+      ", tokens prefilled: " + response.headers.get("x-prefill-tokens");
+    const decode = pcmDecoder(), chunks = [];
+    const reader = response.body.getReader();
+    let at = context.currentTime + 0.05, first = null;
+    for (;;) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      const samples = decode(value);
+      if (!samples.length) continue;
+      if (first === null) first = performance.now() - started;
+      chunks.push(samples);
+      const buffer = context.createBuffer(1, samples.length, SAMPLE_RATE);
+      buffer.copyToChannel(samples, 0);
+      const source = context.createBufferSource();
+      source.buffer = buffer; source.connect(context.destination);
+      at = Math.max(at, context.currentTime); source.start(at); at += buffer.duration;
+      const seconds = chunks.reduce((n, c) => n + c.length, 0) / SAMPLE_RATE;
+      stats.textContent = "first audio after " + Math.round(first) + " ms · " + seconds.toFixed(1) + " s of audio\n" + info;
+    }
+    $("download").href = URL.createObjectURL(wavBlob(chunks, SAMPLE_RATE));
+    $("download").hidden = !chunks.length;
+  } catch (err) {
+    if (err.name !== "AbortError") {
+      const message = document.createElement("span");
+      message.className = "error";
+      message.textContent = String(err.message || err);
+      stats.replaceChildren(message);
+    }
+  } finally {
+    $("speak").disabled = false; $("stop").disabled = true;
+  }
+}
+
+function stop() {
+  if (!playback) return;
+  playback.controller.abort();  // the server cancels the generation when the connection drops
+  playback.context.close();
+  playback = null;
+  $("speak").disabled = false; $("stop").disabled = true;
+}
+
+async function cloneVoice(event) {
+  event.preventDefault();
+  const out = $("clone-result");
+  out.textContent = "Uploading…";
+  const response = await fetch("/v1/voices/add", {method: "POST", headers: headers(), body: new FormData(event.target)});
+  if (!response.ok) { out.textContent = "Failed: " + await errorText(response); return; }
+  const {voice_id} = await response.json();
+  out.textContent = "Added voice " + voice_id;
+  await loadVoices();
+  $("voice").value = voice_id;
+}
+
+$("speed").addEventListener("input", () => { $("speed-value").textContent = parseFloat($("speed").value).toFixed(2); });
+$("speak").addEventListener("click", speak);
+$("stop").addEventListener("click", stop);
+$("new-conversation").addEventListener("click", () => { newSession(); $("stats").textContent = "New conversation."; });
+$("clone-form").addEventListener("submit", cloneVoice);
+globalThis.playgroundReady = loadVoices();  // (tests await it)
