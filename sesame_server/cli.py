@@ -90,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_arguments(soak_parser)
     soak_parser.set_defaults(run=soak.run)
 
-    bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop")
+    bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop "
+                                         "(--transport: WebSocket vs HTTP time to first audio)")
+    from sesame_server import bench_transport
+
+    bench_transport.add_arguments(bench)
     try:
         registry.plugin("csm").add_bench_arguments(bench)
     except ImportError:
@@ -132,16 +136,17 @@ def _make_backend(settings: Settings):
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from sesame_server.ops.malloc import limit_malloc_arenas
+    from sesame_server.ops.malloc import tune_malloc
 
-    limit_malloc_arenas()  # before any worker thread: memory stays flat under hang-ups (see ops/malloc.py)
+    tune_malloc()  # before any worker thread: memory stays flat under hang-ups (see ops/malloc.py)
     from sesame_server.app import create_app
     from sesame_server.runtime import EXTENSION
     from sesame_server.server import PortInUse, make_server, warn_if_exposed
 
     warn_if_exposed(settings)
     app = create_app(settings, backend=_make_backend(settings))
-    engine = app.extensions[EXTENSION].engine
+    rt = app.extensions[EXTENSION]
+    engine = rt.engine
     try:
         server = make_server(app, settings.host, settings.port, settings.threads)
     except PortInUse as exc:
@@ -163,7 +168,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        engine.stop()
+        rt.close()  # WebSockets get 1001 (going away), then the engine stops
     return 0
 
 
@@ -250,6 +255,13 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.transport:
+        from sesame_server import bench_transport
+        from sesame_server.ops.malloc import tune_malloc
+
+        tune_malloc()  # as `serve` does
+        bench_transport.run(args, settings)
+        return 0
     _csm("sesame-tts bench").bench(args, settings)
     return 0
 

@@ -30,6 +30,7 @@ class Settings:
     port: int = 8880
     log_level: str = "INFO"
     threads: int = 8  # waitress worker threads: streaming responses each hold one
+    max_websockets: int = 16  # open WebSocket connections (each holds its own threads, not a worker)
     api_key: str | None = None  # when set, required on every route but /health
     # Browsers: a page on another origin may use the API only if listed here (CORS).
     cors_origins: tuple[str, ...] = ()
@@ -102,6 +103,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         port=env.int("PORT", d.port, validate=Range(min=0, max=65535)),
         log_level=env.str("LOG_LEVEL", d.log_level, validate=OneOf(_LEVELS + tuple(x.lower() for x in _LEVELS))),
         threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
+        max_websockets=env.int("MAX_WEBSOCKETS", d.max_websockets, validate=Range(min=0, max=1024)),
         api_key=env.str("API_KEY", None) or None,
         cors_origins=env.list("CORS_ORIGINS", []),
         allowed_hosts=env.list("ALLOWED_HOSTS", []),

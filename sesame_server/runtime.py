@@ -12,6 +12,7 @@ from sesame_server.config import Settings
 from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
 from sesame_server.ops.metrics import Metrics
+from sesame_server.realtime.sockets import OpenSockets
 from sesame_server.voices.catalogue import VoiceCatalogue
 from sesame_server.voices.custom import CustomVoiceStore
 
@@ -29,8 +30,10 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     characters_served: int = 0
     public_url: str = ""  # how clients reach us (preview_url): PUBLIC_URL, else the bound address
+    sockets: OpenSockets = field(default_factory=lambda: OpenSockets(0))  # set from settings
 
     def __post_init__(self) -> None:
+        self.sockets.limit = self.settings.max_websockets
         if not self.public_url:
             self.public_url = self.settings.public_url or bound_url(self.settings.host, self.settings.port)
 
@@ -40,7 +43,8 @@ class Runtime:
             self.public_url = bound_url(host, port)
 
     def close(self) -> None:
-        """Stop the inference thread (for hosts that embed the API and shut down)."""
+        """Close the WebSockets (1001) and stop the inference thread (for hosts that embed the API and shut down)."""
+        self.sockets.close_all()
         self.engine.stop()
 
 

@@ -7,9 +7,10 @@ import logging
 import socket
 
 from flask import Flask
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 
 from sesame_server.config import Settings, is_loopback
+from sesame_server.takeover import TakeoverChannel
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ MAX_REQUEST_BYTES = 80 * 1024 * 1024
 def make_server(app: Flask, host: str, port: int, threads: int, max_request_bytes: int = MAX_REQUEST_BYTES):
     """A waitress server; port 0 picks a free one (see .effective_port)."""
     try:
-        return create_server(
+        server = create_server(
             app,
             host=host,
             port=port,
@@ -45,6 +46,11 @@ def make_server(app: Flask, host: str, port: int, threads: int, max_request_byte
                 f"Try PORT={next_free_port(host, port)} or stop the other process."
             ) from None
         raise
+    # WebSocket routes may take their connection (takeover.py); one listener per bound address.
+    for listener in [server, *getattr(server, "map", {}).values()]:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = TakeoverChannel
+    return server
 
 
 def next_free_port(host: str, port: int) -> int:

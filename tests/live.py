@@ -57,7 +57,7 @@ def live_server(settings: Settings, backend=None) -> Iterator[LiveServer]:
         yield live
     finally:
         server.close()
-        engine.stop()
+        app.extensions[EXTENSION].close()
         thread.join(5)
 
 

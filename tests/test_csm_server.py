@@ -212,3 +212,30 @@ def test_a_voice_whose_prompt_overfills_the_window_is_refused_at_upload(csm_serv
     assert response.status_code == 400 and detail["status"] == "voice_unusable", response.text
     assert "window" in detail["message"]
     assert (sorted(voices_dir.iterdir()) if voices_dir.is_dir() else []) == before
+
+
+def test_a_reply_streamed_in_pieces_continues_one_utterance(csm_server, eleven):
+    """stream-input with CSM: each piece of a context is conditioned on the pieces before
+    (the conversation-continuation path), not a cold start; each context is its own."""
+    from tests.ws_client import open_socket, read_until_final, send, ws_url
+
+    voice_id = next(v.voice_id for v in eleven.voices.get_all().voices if "Max" in v.name)
+    before = set(csm_server.jobs)
+    with open_socket(ws_url(csm_server.url, voice_id, "output_format=pcm_24000")) as ws:
+        for context_id in ("reply", "other"):
+            send(ws, text=" ", context_id=context_id)
+        for sentence in ("Hello there. ", "This is the second piece. ", "And a third one. "):
+            send(ws, text=sentence, context_id="reply", flush=True)
+        send(ws, text="Unrelated. ", context_id="other", flush=True)
+        for context_id in ("reply", "other"):
+            send(ws, text="", context_id=context_id, flush=True)
+            send(ws, context_id=context_id, close_context=True)
+        received = read_until_final(ws, {"reply", "other"})
+    wait_until(lambda: len(set(csm_server.jobs) - before) == 4)
+    jobs = sorted((csm_server.jobs[r] for r in set(csm_server.jobs) - before), key=lambda job: job.sequence)
+    assert [job.request.text for job in jobs] == ["Hello there.", "This is the second piece.", "And a third one.",
+                                                 "Unrelated."]
+    assert [job.context_turns for job in jobs] == [0, 1, 2, 0]
+    assert [len(job.request.context) > 0 for job in jobs] == [False, True, True, False]
+    decoded = decode(bytes(received.audio["reply"]), "pcm", 24000)
+    assert_speech(decoded, sample_rate=24000, seconds=sum(job.audio_seconds for job in jobs[:3]))

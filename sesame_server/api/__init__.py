@@ -9,6 +9,7 @@ import logging
 
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from sesame_server.api import dialect, docs, guard, models, ops
 from sesame_server.api import elevenlabs as elevenlabs_api
@@ -24,6 +25,9 @@ PARENT = "sesame_tts"
 _OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health"})
 # Pages a browser loads by navigation: a missing key gets a Basic challenge, so it asks for it.
 _BROWSER_PAGES = frozenset({f"{PARENT}.ops.playground", f"{PARENT}.ops.playground_asset"})
+# WebSockets whose key may come in the first message (ElevenLabs' xi_api_key): checked there.
+_KEY_IN_FIRST_MESSAGE = frozenset(f"{PARENT}.elevenlabs_stream_input.{name}"
+                                  for name in elevenlabs_api.stream_input.KEY_IN_FIRST_MESSAGE)
 
 
 def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Blueprint:
@@ -54,7 +58,9 @@ def _enter() -> Response | None:
     answer = guard.preflight(g.sesame_cors_origin)
     if answer is not None:
         return answer
-    if endpoint not in _OPEN_ENDPOINTS:
+    if endpoint in _KEY_IN_FIRST_MESSAGE and not guard.given_key():
+        g.sesame_key_deferred = True
+    elif endpoint not in _OPEN_ENDPOINTS:
         guard.check_key(settings, browser_page=endpoint in _BROWSER_PAGES)
     guard.limit_body(settings, endpoint.rsplit(".", 1)[-1])
     return None
@@ -73,6 +79,8 @@ def add_request_id(response: Response) -> Response:
 
 def http_error(error: HTTPException) -> Response:
     message = error.description or error.name
+    if isinstance(error, WebsocketMismatch):  # werkzeug: the route and the request disagree on Upgrade
+        return dialect.error_response(_websocket_mismatch())
     if error.code == 404:
         message = f"Unknown route: {request.method} {request.path}"
     elif error.code == 405:
@@ -81,6 +89,14 @@ def http_error(error: HTTPException) -> Response:
     if error.code == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
     return response
+
+
+def _websocket_mismatch() -> APIError:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return APIError(400, f"{request.path} is not a WebSocket endpoint.", code="not_a_websocket")
+    # No Upgrade header on the answer: WSGI servers refuse hop-by-hop headers (PEP 3333).
+    return APIError(426, f"{request.path} is a WebSocket endpoint: connect with ws:// (Upgrade: websocket).",
+                    code="upgrade_required")
 
 
 def unexpected_error(error: Exception) -> Response:

@@ -19,6 +19,7 @@ _G_KEY = "sesame_dialect"
 _BY_BLUEPRINT: dict[str, str | None] = {
     "openai": OPENAI,
     "elevenlabs_tts": ELEVENLABS,
+    "elevenlabs_stream_input": ELEVENLABS,
     "elevenlabs_voices": ELEVENLABS,
     "elevenlabs_account": ELEVENLABS,
     "models": None,

@@ -65,7 +65,9 @@ _NOTES = {
     415: "The body is not application/json.",
     429: "The queue is full: retry after Retry-After seconds.",
     500: "Generation failed.",
-    503: "Busy, or the model is unavailable.",
+    503: "Busy, or the model is unavailable (WebSockets: MAX_WEBSOCKETS are open).",
+    426: "A WebSocket endpoint asked without Upgrade: websocket.",
+    501: "WebSockets need the server `sesame-tts serve` runs (this WSGI server cannot hand connections over).",
 }
 
 
@@ -215,6 +217,9 @@ def _without_null(schema: dict) -> dict:
 def _responses(route: Route, guarded: bool) -> dict:
     dialect = route.tags[0] if len(route.tags) == 1 else None
     responses: dict = {"200": {"description": "OK", "content": dict(route.ok)}}
+    if route.websocket:
+        responses = {"101": {"description": "Switching Protocols: the WebSocket is open (messages: README, "
+                                            "Realtime voice agents)."}}
     for status, description in route.also.items():
         responses[str(status)] = {"description": description, "content": dict(route.ok)}
     statuses = {403, *route.errors}

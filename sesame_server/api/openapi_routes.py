@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sesame_server.api.callers import SESSION_HEADER
 from sesame_server.api.elevenlabs.cloning import MAX_NAME_LENGTH
 from sesame_server.api.elevenlabs.schema import TextToSpeechBody, TextToSpeechQuery
+from sesame_server.api.elevenlabs.stream_input import StreamInputQuery
 from sesame_server.api.models import ELEVENLABS_ALIASES
 from sesame_server.api.openai.schema import MODEL_IDS, SpeechBody
 from sesame_server.audio.formats import (ELEVENLABS_FORMATS, ELEVENLABS_STREAM_FORMATS, OPENAI_FORMATS,
@@ -43,6 +44,7 @@ class Route:
     open: bool = False  # served without the API key
     synthesizes: bool = False  # queued on the engine: 429 (Retry-After), 500, 503
     also: Mapping[int, str] = field(default_factory=dict)  # other statuses with the 200 body
+    websocket: bool = False  # answers 101 and speaks a WebSocket protocol (README); no 200
 
 
 def _audio(content_types) -> dict:
@@ -131,6 +133,13 @@ ROUTES: tuple[Route, ...] = (
     _tts("/stream/with-timestamps", "textToSpeechStreamWithTimestamps",
          "Speak text, streamed as NDJSON with character timings", NDJSON, ELEVENLABS_STREAM_FORMATS),
     # ElevenLabs: voices
+    *(Route("GET", f"/v1/text-to-speech/{{voice_id}}/{path}", operation_id, (ELEVENLABS,), summary, {},
+            errors=(400, 401, 422, 426, 501, 503), query=StreamInputQuery, formats=ELEVENLABS_STREAM_FORMATS,
+            websocket=True, open=True)  # the key may also come in the first message (xi_api_key)
+      for path, operation_id, summary in (
+          ("stream-input", "textToSpeechStreamInput", "WebSocket: text in as it is written, audio out"),
+          ("multi-stream-input", "textToSpeechMultiStreamInput",
+           "WebSocket: several contexts (replies) on one socket; close_context interrupts"))),
     Route("GET", "/v1/voices", "getVoices", (ELEVENLABS,), "Every voice", _json()),
     Route("GET", "/v2/voices", "searchVoices", (ELEVENLABS,), "Search voices, a page at a time", _json(),
           errors=(422,), parameters=_SEARCH_PARAMETERS),

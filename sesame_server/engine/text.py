@@ -13,20 +13,34 @@ _ABBREVIATIONS = {
 }
 
 
-def split_sentences(text: str, max_chars: int = 400) -> list[str]:
+MAX_SENTENCE_CHARS = 400
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Where each complete sentence of `text` ends (index after its punctuation). A sentence
+    is complete once whitespace follows its end: text arriving word by word is cut only
+    where the next word has started."""
+    ends = []
+    start = 0
+    for match in _END.finditer(text):
+        last_word = text[start:match.end()].split()[-1].lower() if text[start:match.end()].split() else ""
+        if last_word in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)+", last_word):
+            continue
+        ends.append(match.end())
+        start = match.end()
+    return ends
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
     """Sentences of `text` in order; none longer than `max_chars` (split at commas/spaces)."""
     text = " ".join(text.split())
     if not text:
         return []
     sentences: list[str] = []
     start = 0
-    for match in _END.finditer(text):
-        candidate = text[start:match.end()].strip()
-        last_word = candidate.rsplit(" ", 1)[-1].lower()
-        if last_word in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)+", last_word):
-            continue
-        sentences.append(candidate)
-        start = match.end()
+    for end in sentence_ends(text):
+        sentences.append(text[start:end].strip())
+        start = end
     tail = text[start:].strip()
     if tail:
         sentences.append(tail)

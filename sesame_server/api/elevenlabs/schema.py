@@ -79,15 +79,8 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
     if len(text) > limit:
         raise APIError(400, f"Text is {len(text)} characters; the maximum is {limit}.",
                        code="max_character_limit_exceeded")
-    try:
-        voice = rt.catalogue.resolve_elevenlabs(voice_id)
-    except VoiceNotFound:
-        available = ", ".join(rt.catalogue.ids)
-        raise APIError(400, f"A voice with voice_id '{voice_id}' was not found. Available voices: {available}.",
-                       code="voice_not_found") from None
-    except VoiceUnusable as exc:
-        raise APIError(400, str(exc), code="voice_unusable") from None
-    fmt = _output_format(args.output_format or body.output_format or rt.settings.default_output_format, streaming,
+    voice = resolve_voice(rt, voice_id)
+    fmt = output_format(args.output_format or body.output_format or rt.settings.default_output_format, streaming,
                          "query" if args.output_format else "body")
     settings = voice_settings(body.voice_settings)
     try:
@@ -97,7 +90,7 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
     speech = SpeechRequest(
         text=text, voice=voice.id, request_id=request_id, speed=settings["speed"], stream=streaming,
         seed=body.seed,
-        temperature=_TEMPERATURE_AT_ZERO_STABILITY - _TEMPERATURE_SPAN * settings["stability"],
+        temperature=temperature(settings),
         first_chunk_frames=1 if args.optimize_streaming_latency else None,
         previous_text=context.previous_text, reference=rt.custom_voices.reference(voice.id),
         context=context.context, conversation=context.conversation,
@@ -114,7 +107,23 @@ def voice_settings(given: VoiceSettings | None) -> dict:
     return settings
 
 
-def _output_format(name: str, streaming: bool, where: str) -> OutputFormat:
+def temperature(settings: dict) -> float:
+    return _TEMPERATURE_AT_ZERO_STABILITY - _TEMPERATURE_SPAN * settings["stability"]
+
+
+def resolve_voice(rt: Runtime, voice_id: str):
+    """The local voice an ElevenLabs voice id names; APIError (400) in ElevenLabs' words if none."""
+    try:
+        return rt.catalogue.resolve_elevenlabs(voice_id)
+    except VoiceNotFound:
+        available = ", ".join(rt.catalogue.ids)
+        raise APIError(400, f"A voice with voice_id '{voice_id}' was not found. Available voices: {available}.",
+                       code="voice_not_found") from None
+    except VoiceUnusable as exc:
+        raise APIError(400, str(exc), code="voice_unusable") from None
+
+
+def output_format(name: str, streaming: bool, where: str) -> OutputFormat:
     try:
         return elevenlabs_format(str(name), streaming=streaming)
     except UnsupportedFormat as exc:

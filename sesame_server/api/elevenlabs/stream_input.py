@@ -1,0 +1,117 @@
+"""ElevenLabs WebSocket text to speech: GET /v1/text-to-speech/{voice_id}/stream-input and
+/multi-stream-input, on the HTTP port (LiveKit derives the ws:// URL from the one base URL).
+
+Everything a request can get wrong is answered before the upgrade, as an HTTP error in
+ElevenLabs' shape (the client sees the handshake fail with that status): the Host, the
+page it comes from, the key (when sent as a header or the `authorization` query), the
+query, the voice, the format. The key may also come in the first message (`xi_api_key`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from typing import Annotated, Literal
+
+from flask import Blueprint, Response, g, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sesame_server.api.callers import caller
+from sesame_server.api.elevenlabs.schema import (
+    MAX_SEED, output_format, resolve_voice, temperature, voice_settings,
+)
+from sesame_server.api.elevenlabs.stream_messages import ClientMessage
+from sesame_server.api.elevenlabs.stream_session import StreamOptions, StreamSession
+from sesame_server.api.errors import APIError
+from sesame_server.api.validation import validate
+from sesame_server.api.websocket import upgrade
+from sesame_server.context.conversation import Caller
+from sesame_server.engine.job import Job
+from sesame_server.ops.request_log import job_fields, log_request
+from sesame_server.realtime.speaker import Speaker, Voicing
+from sesame_server.runtime import Runtime, runtime
+
+bp = Blueprint("elevenlabs_stream_input", __name__, url_prefix="/v1/text-to-speech")
+
+DEFAULT_INACTIVITY_SECONDS, MAX_INACTIVITY_SECONDS = 20, 180
+# The key may come in the first message: the guard lets these through without one.
+KEY_IN_FIRST_MESSAGE = frozenset({"stream_input", "multi_stream_input"})
+
+
+class StreamInputQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", title="ElevenLabs stream-input query")
+
+    model_id: str | None = Field(None, description="Any id; every model is served by the local one.")
+    output_format: str | None = Field(None, description="Any streamable format (not wav).")
+    inactivity_timeout: Annotated[int, Field(ge=1, le=MAX_INACTIVITY_SECONDS)] = DEFAULT_INACTIVITY_SECONDS
+    sync_alignment: bool | None = Field(None, description="Every audio message carries its alignment anyway.")
+    auto_mode: bool | None = Field(None, description="Speak at sentence ends only; no chunk_length_schedule.")
+    enable_logging: bool | None = None
+    enable_ssml_parsing: bool | None = None
+    language_code: str | None = None
+    apply_text_normalization: Literal["auto", "on", "off"] | None = None
+    apply_language_text_normalization: bool | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    authorization: str | None = Field(None, description="The API key, instead of the xi-api-key header.")
+
+
+@bp.route("/<voice_id>/stream-input", websocket=True)
+def stream_input(voice_id: str) -> Response:
+    return _upgrade(voice_id, multi=False)
+
+
+@bp.route("/<voice_id>/multi-stream-input", websocket=True)
+def multi_stream_input(voice_id: str) -> Response:
+    return _upgrade(voice_id, multi=True)
+
+
+def _upgrade(voice_id: str, *, multi: bool) -> Response:
+    rt = runtime()
+    args = validate(StreamInputQuery, request.args, where="query")
+    voice = resolve_voice(rt, voice_id)
+    fmt = output_format(args.output_format or rt.settings.default_output_format, True, "query")
+    key = _key_still_needed(rt, args)
+    who = caller()
+    socket_id = uuid.uuid4().hex[:12]
+    route = f"/v1/text-to-speech/{{voice_id}}/{'multi-' if multi else ''}stream-input"
+
+    def voicing(context_id: str | None, first: ClientMessage) -> Voicing:
+        settings = voice_settings(first.voice_settings)
+        session = f"ws:{socket_id}:{context_id or ''}"  # a context's pieces continue each other
+        return Voicing(voice=voice.id, fmt=fmt, caller=Caller(session, who.api_key, who.address),
+                       speed=settings["speed"], temperature=temperature(settings), seed=args.seed,
+                       reference=rt.custom_voices.reference(voice.id))
+
+    def speaker(voicing: Voicing, context_id: str | None) -> Speaker:
+        return Speaker(rt, voicing, lambda job, text: _record(rt, job, text, route, voicing, context_id))
+
+    options = StreamOptions(multi=multi, route=route, auto_mode=bool(args.auto_mode),
+                            inactivity_timeout=float(args.inactivity_timeout), key=key, voicing=voicing,
+                            speaker=speaker)
+    return upgrade(lambda connection: StreamSession(connection, options).run(), route.rsplit("/", 1)[-1])
+
+
+def _key_still_needed(rt: Runtime, args: StreamInputQuery) -> str | None:
+    """The key the first message must carry; None when there is none, or the request showed it."""
+    expected = rt.settings.api_key
+    if not expected or not g.get("sesame_key_deferred"):
+        return None  # no key set, or the guard already checked the header
+    if args.authorization is not None:
+        given = args.authorization.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise APIError(401, "Invalid API key in the authorization query parameter.", code="invalid_api_key")
+        return None
+    return expected
+
+
+def _record(rt: Runtime, job: Job, text: str, route: str, voicing: Voicing, context_id: str | None) -> None:
+    """Each piece is logged and measured like an HTTP request of the same dialect."""
+    fields = {"request_id": job.request.request_id, "dialect": "elevenlabs", "method": "WS", "route": route,
+              "voice": voicing.voice, "format": voicing.fmt.name, "input_length": len(text), "streamed": True,
+              "status": 200, "context_id": context_id}
+    fields.update(job_fields(job))
+    started = job.submitted_at
+    fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+    log_request(**fields)
+    rt.metrics.observe_record(fields, job)

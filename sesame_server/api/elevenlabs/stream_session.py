@@ -1,0 +1,307 @@
+"""One ElevenLabs stream-input socket: its contexts, the order they speak in, how they end.
+
+Two threads per socket. The reader (the connection's session thread) parses messages,
+buffers text per context and queues pieces; the speaker thread takes pieces in order of
+arrival, across contexts, and streams their audio. So a close_context, a dropped socket or
+a new context is seen while audio is being generated.
+
+How a context ends (LiveKit and Pipecat both send close_context, at the end of a reply
+and when the user barges in):
+  - after a flush with no text (the client's "that was all"): the pieces already queued
+    are spoken, then `isFinal`;
+  - otherwise (text was still arriving, or the context was already ending): it is an
+    interruption. The piece being generated stops within one frame, nothing queued for it
+    is spoken, no audio for it is sent after the `isFinal` that answers at once; other
+    contexts carry on.
+The single-context socket (`stream-input`) ends with {"text": ""}: everything is spoken,
+`isFinal`, close 1000. A dropped socket interrupts everything.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.connection import Connection
+
+from sesame_server.api.elevenlabs import stream_messages as wire
+from sesame_server.api.elevenlabs.stream_messages import ClientMessage, ProtocolError
+from sesame_server.realtime.speaker import Speaker, SpeakFailed, Voicing
+from sesame_server.realtime.text_buffer import DEFAULT_SCHEDULE, TextBuffer
+
+log = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 5  # per socket, as ElevenLabs
+TICK_SECONDS = 0.5  # how often the reader looks at the inactivity timers
+_FINISH, _CLOSE_SOCKET, _STOP = object(), object(), object()
+
+
+@dataclass
+class StreamOptions:
+    multi: bool
+    route: str
+    auto_mode: bool
+    inactivity_timeout: float
+    key: str | None  # the API key still to be shown in the first message; None: nothing to check
+    voicing: Callable[[str | None, ClientMessage], Voicing]  # a context's voicing, from its first message
+    speaker: Callable[[Voicing, str | None], Speaker]  # a context's speaker (logs and metrics each piece)
+
+
+@dataclass(eq=False)
+class Context:
+    id: str | None
+    speaker: Speaker
+    buffer: TextBuffer
+    input_ended: bool = False  # a flush with no text came: the client's "that was all"
+    ending: bool = False  # gracefully closing: isFinal after the queued pieces
+    closed: bool = False  # isFinal sent (or the socket is gone): nothing more is sent for it
+    queued: int = 0  # pieces queued or being spoken
+    last_activity: float = field(default_factory=time.monotonic)
+
+
+class StreamSession:
+    def __init__(self, connection: Connection, options: StreamOptions) -> None:
+        self.connection = connection
+        self.options = options
+        self.contexts: dict[str | None, Context] = {}
+        self._lock = threading.RLock()  # contexts, their flags and every send
+        self._work: queue.Queue = queue.Queue()
+        self._key_checked = options.key is None
+        self._closing = False
+        self._last_message = time.monotonic()
+
+    # -- the reader -----------------------------------------------------------------------
+    def run(self) -> None:
+        speaker_thread = threading.Thread(target=self._speak_loop, name="ws-speaker", daemon=True)
+        speaker_thread.start()
+        try:
+            while True:
+                try:
+                    frame = self.connection.recv(timeout=TICK_SECONDS)
+                except TimeoutError:
+                    self._check_inactivity()
+                    continue
+                self._last_message = time.monotonic()
+                if not self._closing:
+                    self._handle(wire.parse(frame))
+        except ProtocolError as exc:
+            self._refuse(exc)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._end_all()
+            self._work.put((None, _STOP))
+            speaker_thread.join()
+
+    def _handle(self, message: ClientMessage) -> None:
+        if not self._key_checked:
+            self._check_key(message)
+        if message.close_socket:
+            self._close_socket()
+            return
+        key = message.context_id if self.options.multi else None
+        context = self.contexts.get(key)
+        if message.close_context:
+            if context is not None:
+                self._close_context(context)
+            return
+        if context is None:
+            if self.options.multi and not message.text and not message.flush:
+                return  # a keep-alive for the socket, or for a context already gone
+            context = self._open(key, message)
+        context.last_activity = time.monotonic()
+        text = message.text or ""
+        if not self.options.multi and text == "" and message.text is not None:
+            self._end_single(context)  # {"text": ""}: end of input on the single-context socket
+            return
+        if text.strip():
+            context.input_ended = False
+        for piece in context.buffer.add(text):
+            self._queue(context, piece)
+        if message.flush:
+            self._queue(context, context.buffer.flush())
+            context.input_ended = context.input_ended or message.ends_input
+        elif message.try_trigger_generation:
+            self._queue(context, context.buffer.trigger())
+
+    def _check_key(self, message: ClientMessage) -> None:
+        given = message.xi_api_key or (message.authorization or "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), (self.options.key or "").encode()):
+            raise ProtocolError("Invalid or missing API key: send it as the xi-api-key header or as xi_api_key "
+                                "in the first message.", "invalid_api_key")
+        self._key_checked = True
+
+    def _open(self, key: str | None, message: ClientMessage) -> Context:
+        open_contexts = sum(1 for c in self.contexts.values() if not c.closed)
+        if open_contexts >= MAX_CONTEXTS:
+            raise ProtocolError(f"Maximum simultaneous contexts per WebSocket connection exceeded ({MAX_CONTEXTS}). "
+                                "Please close an existing context before opening a new one.",
+                                "max_active_conversations", context_id=key)
+        schedule = DEFAULT_SCHEDULE
+        if message.generation_config and message.generation_config.chunk_length_schedule:
+            schedule = tuple(message.generation_config.chunk_length_schedule)
+        voicing = self.options.voicing(key, message)
+        context = Context(key, self.options.speaker(voicing, key), TextBuffer(schedule, auto_mode=self.options.auto_mode))
+        with self._lock:
+            self.contexts[key] = context
+        return context
+
+    def _queue(self, context: Context, piece: object) -> None:
+        if piece is None:
+            return
+        with self._lock:
+            if context.closed:
+                return
+            if piece is not _FINISH:
+                context.queued += 1
+        self._work.put((context, piece))
+
+    def _close_context(self, context: Context) -> None:
+        if context.input_ended and not context.ending:
+            context.ending = True
+            self._queue(context, context.buffer.flush())
+            self._queue(context, _FINISH)
+        else:
+            self._interrupt(context, "closed by the client")
+
+    def _end_single(self, context: Context) -> None:
+        self._queue(context, context.buffer.flush())
+        context.ending = True
+        self._queue(context, _FINISH)
+        self._close_socket(graceful_contexts=False)
+
+    def _close_socket(self, graceful_contexts: bool = True) -> None:
+        """close_socket: every context's input is complete; speak what is queued, then close 1000."""
+        self._closing = True
+        if graceful_contexts:
+            for context in list(self.contexts.values()):
+                if not context.ending:
+                    context.ending = True
+                    self._queue(context, context.buffer.flush())
+                    self._queue(context, _FINISH)
+        self._work.put((None, _CLOSE_SOCKET))
+
+    def _interrupt(self, context: Context, why: str) -> None:
+        context.speaker.stop()  # the engine stops within one frame
+        with self._lock:
+            if context.closed:
+                return
+            context.closed = True
+            self.contexts.pop(context.id, None)
+            was_speaking = context.queued > 0
+            self._send(wire.final_message(self._reply_id(context)))
+        if was_speaking:
+            log.info("Context %s %s mid-generation: stopped, its queued text dropped", context.id, why)
+        self._work.put((context, _FINISH))  # the speaker thread releases its encoder
+
+    def _check_inactivity(self) -> None:
+        now = time.monotonic()
+        limit = self.options.inactivity_timeout
+        for context in list(self.contexts.values()):
+            idle = context.queued == 0 and not context.ending
+            if idle and now - context.last_activity > limit:
+                if not self.options.multi:
+                    raise ProtocolError(f"Have not received a new text input within the timeout of {limit:g} "
+                                        "seconds. Streaming input terminated. Please make sure to either feed "
+                                        "the input in the timely manner, or to send the end of input text "
+                                        "(empty string \"\") when done.", "input_timeout_exceeded")
+                self._interrupt(context, "timed out")
+        if self.options.multi and not self.contexts and now - self._last_message > limit:
+            raise ProtocolError(f"No message for {limit:g} seconds and no open context: connection closed.",
+                                "input_timeout_exceeded")
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        log.info("WebSocket %s refused a message: %s (%s)", self.options.route, exc, exc.error)
+        with self._lock:
+            for context in self.contexts.values():
+                context.closed = True
+            try:
+                self._send(wire.error_message(str(exc), exc.error, exc.close_code, exc.context_id))
+            except ConnectionClosed:
+                return
+        self.connection.close(exc.close_code, exc.error)
+
+    def _end_all(self) -> None:
+        for context in list(self.contexts.values()):
+            context.speaker.stop()
+            with self._lock:
+                context.closed = True
+                self.contexts.pop(context.id, None)
+            self._work.put((context, _FINISH))
+
+    # -- the speaker ------------------------------------------------------------------------
+    def _speak_loop(self) -> None:
+        while True:
+            context, piece = self._work.get()
+            if piece is _STOP:
+                return
+            try:
+                if piece is _CLOSE_SOCKET:
+                    self.connection.close(1000)
+                elif piece is _FINISH:
+                    self._finish(context)
+                else:
+                    self._speak(context, piece)
+            except ConnectionClosed:
+                self._mark_all_closed()
+            except Exception:  # noqa: BLE001 - one socket's failure is never the server's
+                log.exception("WebSocket %s: speaking failed", self.options.route)
+                self._mark_all_closed()
+                self.connection.close(wire.INTERNAL, "internal error; see the server log")
+
+    def _mark_all_closed(self) -> None:
+        with self._lock:
+            for context in self.contexts.values():
+                context.closed = True
+
+    def _speak(self, context: Context, text: str) -> None:
+        chunks = context.speaker.speak(text)
+        try:
+            for chunk in chunks:
+                with self._lock:
+                    if context.closed:
+                        return
+                    self._send(wire.audio_message(chunk.audio, chunk.alignment, self._reply_id(context)))
+                context.last_activity = time.monotonic()
+        except SpeakFailed as exc:
+            self._failed(context, exc)
+        finally:
+            chunks.close()  # an interrupted piece: cancels its job
+            with self._lock:
+                context.queued -= 1
+
+    def _finish(self, context: Context) -> None:
+        with self._lock:
+            if not context.closed:
+                tail = context.speaker.finish()
+                if tail:
+                    self._send(wire.audio_message(tail, None, self._reply_id(context)))
+                context.closed = True
+                self.contexts.pop(context.id, None)
+                self._send(wire.final_message(self._reply_id(context)))
+        context.speaker.close()
+
+    def _failed(self, context: Context, exc: SpeakFailed) -> None:
+        code = wire.TRY_AGAIN if exc.code == "too_many_concurrent_requests" else wire.INTERNAL
+        with self._lock:
+            if context.closed:
+                return
+            context.closed = True
+            self.contexts.pop(context.id, None)
+            self._send(wire.error_message(str(exc), exc.code, code, self._reply_id(context)))
+        context.speaker.stop()
+        if exc.fatal or not self.options.multi:
+            self.connection.close(code, exc.code)
+
+    # -- wire -------------------------------------------------------------------------------
+    def _reply_id(self, context: Context) -> str | None:
+        return context.id if self.options.multi else None
+
+    def _send(self, message: str) -> None:
+        self.connection.send(message)

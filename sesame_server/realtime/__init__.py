@@ -1,0 +1,1 @@
+"""Speech from text that arrives piece by piece (WebSocket stream-input): dialect-free."""

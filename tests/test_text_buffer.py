@@ -1,0 +1,61 @@
+"""When streamed text becomes a piece to speak (realtime/text_buffer.py): pure, fast."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesame_server.realtime.text_buffer import TextBuffer
+
+REPLY = "Sure, I can help with that. The weather today is clear and bright. Anything else?"
+
+
+def feed(buffer: TextBuffer, tokens: list[str]) -> list[tuple[int, str]]:
+    """(index of the token that released it, piece)."""
+    return [(index, piece) for index, token in enumerate(tokens) for piece in buffer.add(token)]
+
+
+def llm_tokens(text: str) -> list[str]:
+    words = text.split(" ")
+    return [words[0]] + [" " + word for word in words[1:]]  # how LLMs stream: the space leads
+
+
+@pytest.mark.parametrize("auto_mode", [True, False])
+def test_a_sentence_is_released_once_the_next_word_starts(auto_mode):
+    buffer = TextBuffer(auto_mode=auto_mode)
+    tokens = llm_tokens(REPLY)
+    released = feed(buffer, tokens)
+    assert released == [(tokens.index(" The"), "Sure, I can help with that."),
+                        (tokens.index(" Anything"), "The weather today is clear and bright.")]
+    assert buffer.flush() == "Anything else?"
+    assert buffer.flush() is None
+
+
+def test_schedule_cuts_long_unpunctuated_text_at_a_word_boundary():
+    buffer = TextBuffer((50, 60))
+    text = "this reply has no punctuation at all and goes on and on for quite a while longer than fifty"
+    pieces = [piece for _, piece in feed(buffer, list(text))]  # one character at a time
+    assert pieces and all(len(p) <= 50 for p in pieces[:1])
+    joined = " ".join(pieces + [buffer.flush() or ""]).split()
+    assert joined == text.split()  # nothing lost, no word split
+
+
+def test_auto_mode_ignores_the_schedule_but_never_waits_forever():
+    buffer = TextBuffer((50,), auto_mode=True)
+    assert buffer.add("word " * 20) == []
+    pieces = buffer.add("word " * 100)
+    assert pieces and all(len(piece) <= 400 for piece in pieces)
+
+
+def test_clause_breaks_are_preferred_cuts():
+    buffer = TextBuffer((50,))
+    pieces = buffer.add("When the weather is fine and the sky is blue, we walk along the river ")
+    assert pieces == ["When the weather is fine and the sky is blue,"]
+
+
+def test_abbreviations_do_not_end_a_sentence_and_trigger_keeps_the_word_being_typed():
+    buffer = TextBuffer(auto_mode=True)
+    assert buffer.add("Ask Dr. Smith about it ") == []
+    assert buffer.add("tomor") == []
+    assert buffer.trigger() == "Ask Dr. Smith about it"
+    assert buffer.pending == "tomor"
+    assert buffer.add("row. Then") == ["tomorrow."]
