@@ -5,7 +5,10 @@ for the same sentence both ways, rounds alternating which goes first:
   HTTP  POST /v1/text-to-speech/{voice}/stream (pcm_24000): until the first body byte;
   WS    multi-stream-input, the socket already open (LiveKit and Pipecat keep one per
         session): the sentence sent in one message with flush, until the first audio message.
-Each request runs to its end before the next starts, so neither waits behind the other.
+After its first audio each request is abandoned (the HTTP client hangs up, the WebSocket
+closes the context: a barge-in), which stops its generation within one frame; the next
+request starts once the engine is idle, so neither waits behind the other. Conversation
+memory is off: every request starts from the same (empty) context.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
     from sesame_server.runtime import EXTENSION
     from sesame_server.server import make_server
 
-    settings = settings.replace(host="127.0.0.1", port=0, warmup_on_start=True, api_key=None)
+    settings = settings.replace(host="127.0.0.1", port=0, warmup_on_start=True, api_key=None, context_enabled=False)
     app = create_app(settings)
     rt = app.extensions[EXTENSION]
     server = make_server(app, "127.0.0.1", 0, threads=4)
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         text = getattr(args, "text", None) or TRANSPORT_TEXT
         http_ms, ws_ms = [], []
         with connect(f"{base.replace('http', 'ws')}/v1/text-to-speech/{voice}/multi-stream-input"
-                     f"?output_format={FORMAT}", max_size=None, open_timeout=60) as ws:
+                     f"?output_format={FORMAT}&inactivity_timeout=180", max_size=None, open_timeout=60) as ws:
             rounds = max(1, int(args.transport_rounds))
             for index in range(rounds + 1):  # the first round warms both paths: not counted
                 order = (_http, _websocket) if index % 2 else (_websocket, _http)
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
                     ms = measure(base, voice, text) if measure is _http else measure(ws, text, f"r{index}")
                     if index:
                         (http_ms if measure is _http else ws_ms).append(ms)
+                    _wait_idle(rt.engine)
         results = {
             "backend": rt.engine.info.name,
             "random_weights": settings.random_weights if rt.engine.info.name == "csm" else None,
@@ -94,12 +98,9 @@ def _http(base: str, voice: str, text: str) -> float:
     with requests.post(f"{base}/v1/text-to-speech/{voice}/stream?output_format={FORMAT}", json={"text": text},
                        stream=True, timeout=600) as response:
         response.raise_for_status()
-        chunks = response.iter_content(chunk_size=None)
-        next(chunks)
+        next(response.iter_content(chunk_size=None))
         first = time.perf_counter() - started
-        for _ in chunks:
-            pass
-    return first * 1000
+    return first * 1000  # leaving the block hangs up: the server stops generating
 
 
 def _websocket(ws, text: str, context_id: str) -> float:
@@ -112,10 +113,15 @@ def _websocket(ws, text: str, context_id: str) -> float:
             raise RuntimeError(message)
         if first is None and message.get("audio"):
             first = time.perf_counter() - started
-            ws.send(json.dumps({"text": "", "context_id": context_id, "flush": True}))
-            ws.send(json.dumps({"context_id": context_id, "close_context": True}))
+            ws.send(json.dumps({"context_id": context_id, "close_context": True}))  # a barge-in: stops it
         if message.get("isFinal"):
             return (first or 0.0) * 1000
+
+
+def _wait_idle(engine, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (engine.current is not None or engine.queue_depth) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _print(r: dict) -> None:

@@ -1,6 +1,6 @@
 // Runs the playground page's own script under Node against a live server, with just enough
 // of a browser around it (elements, storage, a recording AudioContext). Prints JSON.
-//   node playground_harness.js <playground.js> <base url> <action: load|speak|speak-twice>
+//   node playground_harness.js <playground.js> <base url> <action: load|speak|speak-twice|dialogue>
 "use strict";
 const fs = require("fs");
 const vm = require("vm");
@@ -58,7 +58,7 @@ const sandbox = {
   fetch: async (path, init) => {
     const response = await fetch(base + path, init);
     requests.push({path, status: response.status, headers: Object.fromEntries(response.headers),
-                   sent: (init && init.headers) || {}});
+                   sent: (init && init.headers) || {}, body: init && typeof init.body === "string" ? init.body : null});
     return response;
   },
 };
@@ -71,14 +71,22 @@ vm.createContext(sandbox);
   const result = {voices: $("voice").options.map((o) => o.value), selected: $("voice").value,
                   cloneHidden: $("clone").hidden, banner: $("banner").hidden ? null : $("banner").textContent};
   const turns = [];
-  for (let n = 0; n < {load: 0, speak: 1, "speak-twice": 2}[action]; n++) {
+  if (action === "dialogue") {
+    $("dialogue").checked = true;
+    $("dialogue").listeners.change();
+    $("text").value = "A: Hello there, how are you?\nB: Very well, thank you.\nAnd you?";
+    result.voice2 = $("voice2").value;
+    result.helpShown = !$("dialogue-help").hidden;
+  }
+  for (let n = 0; n < {load: 0, speak: 1, "speak-twice": 2, dialogue: 1}[action]; n++) {
     scheduled.length = 0;
     elements.speak.listeners.click();
     await settle(() => !elements.speak.disabled && elements.stats.textContent !== "Generating…");
-    const last = requests.filter((r) => r.path === "/v1/audio/speech").pop();
+    const last = requests.filter((r) => r.path === "/v1/audio/speech" || r.path.startsWith("/v1/text-to-dialogue")).pop();
     turns.push({stats: elements.stats.textContent, seconds: scheduled.reduce((s, b) => s + b.seconds, 0),
                 blocks: scheduled.length, rms: Math.max(0, ...scheduled.map((b) => b.rms)),
-                requestId: last.headers["x-request-id"], session: last.sent["X-Session-Id"] || null,
+                requestId: last.headers["x-request-id"], session: last.sent["X-Session-Id"] || null, path: last.path,
+                body: last.body ? JSON.parse(last.body) : null,
                 download: elements.download.hidden ? null : elements.download.href});
   }
   result.turns = turns;

@@ -239,3 +239,23 @@ def test_a_reply_streamed_in_pieces_continues_one_utterance(csm_server, eleven):
     assert [len(job.request.context) > 0 for job in jobs] == [False, True, True, False]
     decoded = decode(bytes(received.audio["reply"]), "pcm", 24000)
     assert_speech(decoded, sample_rate=24000, seconds=sum(job.audio_seconds for job in jobs[:3]))
+
+
+def test_a_dialogue_is_one_conversation_each_line_in_its_voice(csm_server):
+    """CSM: the lines are one conversation; each line's prefill holds the lines before it,
+    its own voice as speaker 0 and the other as speaker 1."""
+    lines = [("Hello there.", "conversationala"), ("Hi! How are you?", "conversationalb"),
+             ("Very well, thanks.", "conversationala")]
+    body = {"inputs": [{"text": text, "voice_id": voice} for text, voice in lines]}
+    before = set(csm_server.jobs)
+    response = requests.post(f"{csm_server.url}/v1/text-to-dialogue?output_format=pcm_24000", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Context-Turns"] == "0,1,2"
+    wait_until(lambda: len(set(csm_server.jobs) - before) == 3)
+    jobs = sorted((csm_server.jobs[r] for r in set(csm_server.jobs) - before), key=lambda job: job.sequence)
+    assert [job.request.voice for job in jobs] == ["conversational_a", "conversational_b", "conversational_a"]
+    # one context segment per sentence spoken: line 2 is two sentences
+    assert [[turn.speaker for turn in job.request.context] for job in jobs] == [[], [1], [0, 1, 1]]
+    assert jobs[2].prefill_tokens > jobs[0].prefill_tokens
+    assert_speech(decode(response.content, "pcm", 24000), sample_rate=24000,
+                  seconds=sum(job.audio_seconds for job in jobs))

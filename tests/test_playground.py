@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fakes import wait_until
+
 HARNESS = Path(__file__).with_name("playground_harness.js")
 SCRIPT = resources.files("sesame_server.api").joinpath("playground.js")
 
@@ -52,6 +54,20 @@ def test_page_lists_the_voices_and_streams_speech(piper_server):
     assert turn["blocks"] > 1 and turn["rms"] > 0.01
     assert re.match(r"first audio after \d+ ms", turn["stats"])
     assert turn["download"], "no WAV to download"
+
+
+def test_page_speaks_a_dialogue(piper_server):
+    before = set(piper_server.jobs)
+    result = run_page(piper_server, "dialogue")
+    assert result["helpShown"]
+    turn = result["turns"][0]
+    assert turn["path"] == "/v1/text-to-dialogue/stream?output_format=pcm_24000"
+    assert [line["text"] for line in turn["body"]["inputs"]] == ["Hello there, how are you?",
+                                                                "Very well, thank you.", "And you?"]
+    assert [line["voice_id"] for line in turn["body"]["inputs"]] == ["joe", result["voice2"], "joe"]
+    wait_until(lambda: len(set(piper_server.jobs) - before) == 3)
+    seconds = sum(piper_server.jobs[r].audio_seconds for r in set(piper_server.jobs) - before)
+    assert turn["seconds"] == pytest.approx(seconds, abs=0.01) and turn["rms"] > 0.01
 
 
 def test_page_keeps_a_conversation_on_csm(tmp_path):

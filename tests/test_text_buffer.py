@@ -21,12 +21,18 @@ def llm_tokens(text: str) -> list[str]:
 
 @pytest.mark.parametrize("auto_mode", [True, False])
 def test_a_sentence_is_released_once_the_next_word_starts(auto_mode):
+    """Without auto mode a sentence is complete when the next word starts; with it (the
+    client sends whole sentences), when a message ends one."""
     buffer = TextBuffer(auto_mode=auto_mode)
     tokens = llm_tokens(REPLY)
     released = feed(buffer, tokens)
-    assert released == [(tokens.index(" The"), "Sure, I can help with that."),
-                        (tokens.index(" Anything"), "The weather today is clear and bright.")]
-    assert buffer.flush() == "Anything else?"
+    first, second = (" that.", " bright.") if auto_mode else (" The", " Anything")
+    assert released[:2] == [(tokens.index(first), "Sure, I can help with that."),
+                            (tokens.index(second), "The weather today is clear and bright.")]
+    if auto_mode:
+        assert released[2:] == [(len(tokens) - 1, "Anything else?")]
+    else:
+        assert buffer.flush() == "Anything else?"
     assert buffer.flush() is None
 
 
@@ -59,3 +65,19 @@ def test_abbreviations_do_not_end_a_sentence_and_trigger_keeps_the_word_being_ty
     assert buffer.trigger() == "Ask Dr. Smith about it"
     assert buffer.pending == "tomor"
     assert buffer.add("row. Then") == ["tomorrow."]
+
+
+def test_auto_mode_takes_a_message_that_ends_a_sentence_as_complete():
+    """Pipecat (auto_mode) sends each sentence as one message, with no space after it."""
+    buffer = TextBuffer(auto_mode=True)
+    assert buffer.add("Hello there, my friend.") == ["Hello there, my friend."]
+    assert buffer.add("How are you doing today?") == ["How are you doing today?"]
+    assert buffer.add("Dr.") == []  # an abbreviation ends no sentence
+    assert buffer.add(" Smith will see you.") == ["Dr. Smith will see you."]
+
+
+def test_a_capital_after_a_sentence_end_starts_a_new_word():
+    buffer = TextBuffer()
+    assert buffer.add("It costs 3") == [] and buffer.add(".") == [] and buffer.add("14 dollars") == []
+    assert buffer.add(".") == [] and buffer.add("Really") == ["It costs 3.14 dollars."]
+    assert buffer.flush() == "Really"

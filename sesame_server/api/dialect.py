@@ -20,13 +20,14 @@ _BY_BLUEPRINT: dict[str, str | None] = {
     "openai": OPENAI,
     "elevenlabs_tts": ELEVENLABS,
     "elevenlabs_stream_input": ELEVENLABS,
+    "elevenlabs_dialogue": ELEVENLABS,
     "elevenlabs_voices": ELEVENLABS,
     "elevenlabs_account": ELEVENLABS,
     "models": None,
     "ops": SYSTEM,
     "docs": SYSTEM,
 }
-_ELEVENLABS_PATHS = ("/v1/text-to-speech", "/v1/voices", "/v2/voices", "/v1/user")
+_ELEVENLABS_PATHS = ("/v1/text-to-speech", "/v1/text-to-dialogue", "/v1/voices", "/v2/voices", "/v1/user")
 
 
 def is_elevenlabs_client(headers: Mapping[str, str]) -> bool:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from sesame_server.api.callers import SESSION_HEADER
 from sesame_server.api.elevenlabs.cloning import MAX_NAME_LENGTH
+from sesame_server.api.elevenlabs.dialogue import TextToDialogueBody
 from sesame_server.api.elevenlabs.schema import TextToSpeechBody, TextToSpeechQuery
 from sesame_server.api.elevenlabs.stream_input import StreamInputQuery
 from sesame_server.api.models import ELEVENLABS_ALIASES
@@ -74,6 +75,8 @@ NDJSON = _text("application/x-ndjson", "One JSON object per line: audio_base64, 
 _SPEECH_EXAMPLE = {"model": MODEL_IDS[0], "input": "Hello from the local voice.", "voice": next(iter(OPENAI_VOICES)),
                    "response_format": OPENAI_FORMATS[0]}
 _TTS_EXAMPLE = {"text": "Hello from the local voice.", "model_id": ELEVENLABS_ALIASES[0]}
+_DIALOGUE_EXAMPLE = {"inputs": [{"text": "Hello there.", "voice_id": "conversationala"},
+                                {"text": "Hi! How are you?", "voice_id": "conversationalb"}], "model_id": "eleven_v3"}
 
 _SESSION = ({"name": SESSION_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
              "description": "Conversation memory: whose turns follow each other (default: the API key and "
@@ -132,14 +135,27 @@ ROUTES: tuple[Route, ...] = (
          ELEVENLABS_FORMATS),
     _tts("/stream/with-timestamps", "textToSpeechStreamWithTimestamps",
          "Speak text, streamed as NDJSON with character timings", NDJSON, ELEVENLABS_STREAM_FORMATS),
-    # ElevenLabs: voices
-    *(Route("GET", f"/v1/text-to-speech/{{voice_id}}/{path}", operation_id, (ELEVENLABS,), summary, {},
-            errors=(400, 401, 422, 426, 501, 503), query=StreamInputQuery, formats=ELEVENLABS_STREAM_FORMATS,
-            websocket=True, open=True)  # the key may also come in the first message (xi_api_key)
+    # ElevenLabs: WebSockets (the key may also come in the first message: xi_api_key)
+    *(Route("GET", path, operation_id, (ELEVENLABS,), summary, {}, errors=(400, 401, 422, 426, 501, 503),
+            query=StreamInputQuery, formats=ELEVENLABS_STREAM_FORMATS, websocket=True, open=True)
       for path, operation_id, summary in (
-          ("stream-input", "textToSpeechStreamInput", "WebSocket: text in as it is written, audio out"),
-          ("multi-stream-input", "textToSpeechMultiStreamInput",
-           "WebSocket: several contexts (replies) on one socket; close_context interrupts"))),
+          ("/v1/text-to-speech/{voice_id}/stream-input", "textToSpeechStreamInput",
+           "WebSocket: text in as it is written, audio out"),
+          ("/v1/text-to-speech/{voice_id}/multi-stream-input", "textToSpeechMultiStreamInput",
+           "WebSocket: several contexts (replies) on one socket; close_context interrupts"),
+          ("/v1/text-to-dialogue/stream-input", "textToDialogueStreamInput",
+           "WebSocket: dialogue turns ({inputs, flush}), each ended by is_final_audio_for_turn"),
+          ("/v1/text-to-dialogue/multi-stream-input", "textToDialogueMultiStreamInput",
+           "WebSocket: dialogue contexts, text as inputs [{text, voice_id}]"))),
+    # ElevenLabs: text to dialogue
+    *(Route("POST", path, operation_id, (ELEVENLABS,), summary, ok, errors=(400, 422), body=TextToDialogueBody,
+            query=TextToSpeechQuery, formats=formats, example=_DIALOGUE_EXAMPLE, synthesizes=True)
+      for path, operation_id, summary, ok, formats in (
+          ("/v1/text-to-dialogue", "textToDialogue", "Speak a dialogue: lines in order, each in its voice",
+           ELEVENLABS_AUDIO, ELEVENLABS_FORMATS),
+          ("/v1/text-to-dialogue/stream", "textToDialogueStream", "Speak a dialogue (chunked audio)",
+           ELEVENLABS_STREAM_AUDIO, ELEVENLABS_STREAM_FORMATS))),
+    # ElevenLabs: voices
     Route("GET", "/v1/voices", "getVoices", (ELEVENLABS,), "Every voice", _json()),
     Route("GET", "/v2/voices", "searchVoices", (ELEVENLABS,), "Search voices, a page at a time", _json(),
           errors=(422,), parameters=_SEARCH_PARAMETERS),

@@ -30,13 +30,15 @@ async function loadVoices() {
     fetch("/health").then((r) => r.json()).catch(() => ({})),
   ]);
   if (!voices.ok) { $("stats").textContent = "Voices: " + await errorText(voices); return; }
-  const select = $("voice");
-  select.innerHTML = "";
-  for (const v of (await voices.json()).voices) {
-    if (v.name.includes("→")) continue;  // OpenAI names (alloy, echo, ...) are aliases of these
-    const option = new Option(v.name + " (" + v.id + ")", v.id);
-    option.selected = v.id === health.default_voice;
-    select.add(option);
+  const list = (await voices.json()).voices.filter((v) => !v.name.includes("→"));  // OpenAI names are aliases
+  for (const [id, pick] of [["voice", (i, v) => v.id === health.default_voice], ["voice2", (i) => i === 1]]) {
+    const select = $(id);
+    select.innerHTML = "";
+    list.forEach((v, i) => {
+      const option = new Option(v.name + " (" + v.id + ")", v.id);
+      option.selected = pick(i, v);
+      select.add(option);
+    });
   }
   const model = health.model || {};
   if (model.warning) { $("banner").textContent = model.warning; $("banner").hidden = false; }
@@ -71,6 +73,28 @@ function wavBlob(chunks, rate) {
   return new Blob([buffer], {type: "audio/wav"});
 }
 
+// Dialogue mode: one line per turn; "B:" lines are the second voice's, the rest the first's.
+function dialogueInputs(text) {
+  return text.split("\n").map((line) => line.trim()).filter((line) => line).map((line) => {
+    const second = /^B\s*:/i.test(line);
+    return {text: line.replace(/^[AB]\s*:\s*/i, ""), voice_id: $(second ? "voice2" : "voice").value};
+  });
+}
+
+function speechRequest(signal, extra) {
+  if ($("dialogue").checked) {
+    return fetch("/v1/text-to-dialogue/stream?output_format=pcm_24000", {
+      method: "POST", signal, headers: headers(extra),
+      body: JSON.stringify({inputs: dialogueInputs($("text").value), model_id: "eleven_v3"}),
+    });
+  }
+  return fetch("/v1/audio/speech", {
+    method: "POST", signal, headers: headers(extra),
+    body: JSON.stringify({model: "tts-1", voice: $("voice").value, input: $("text").value,
+                          response_format: "pcm", speed: parseFloat($("speed").value)}),
+  });
+}
+
 async function speak() {
   stop();
   const controller = new AbortController();
@@ -83,11 +107,7 @@ async function speak() {
   const stats = $("stats");
   stats.textContent = "Generating…";
   try {
-    const response = await fetch("/v1/audio/speech", {
-      method: "POST", signal: controller.signal, headers: headers(extra),
-      body: JSON.stringify({model: "tts-1", voice: $("voice").value, input: $("text").value,
-                            response_format: "pcm", speed: parseFloat($("speed").value)}),
-    });
+    const response = await speechRequest(controller.signal, extra);
     if (!response.ok) throw new Error(await errorText(response));
     const info = "request " + response.headers.get("x-request-id") +
       "\ncontext turns: " + response.headers.get("x-context-turns") +
@@ -149,4 +169,7 @@ $("speak").addEventListener("click", speak);
 $("stop").addEventListener("click", stop);
 $("new-conversation").addEventListener("click", () => { newSession(); $("stats").textContent = "New conversation."; });
 $("clone-form").addEventListener("submit", cloneVoice);
+$("dialogue").addEventListener("change", () => {
+  $("voice2-label").hidden = $("dialogue-help").hidden = !$("dialogue").checked;
+});
 globalThis.playgroundReady = loadVoices();  // (tests await it)

@@ -63,24 +63,28 @@ class AudioChunk:
 class Speaker:
     rt: Runtime
     voicing: Voicing
-    on_job: Callable[[Job, str], None]  # each finished piece's job and text (log line, metrics)
+    on_job: Callable[[Job], None]  # each finished piece's job (log line, metrics)
     cancel: threading.Event = field(default_factory=threading.Event)
-    pieces: int = 0
+    jobs: list[Job] = field(default_factory=list)  # every piece's job, in order
     current: Job | None = None
 
     def __post_init__(self) -> None:
-        info = self.rt.engine.info
-        self._pipeline = AudioPipeline(info.sample_rate, self.voicing.fmt, streaming=True,
-                                       speed=1.0 if info.native_speed else self.voicing.speed)
+        self._pipeline = self._new_pipeline()
         self._sent_seconds = 0.0  # audio seconds already sent in earlier chunks
 
-    def speak(self, text: str) -> Iterator[AudioChunk]:
+    def _new_pipeline(self) -> AudioPipeline:
+        info = self.rt.engine.info
+        return AudioPipeline(info.sample_rate, self.voicing.fmt, streaming=True,
+                             speed=1.0 if info.native_speed else self.voicing.speed)
+
+    def speak(self, text: str, voice: Voicing | None = None) -> Iterator[AudioChunk]:
         """The audio of one piece, chunk by chunk; stops within one frame of `cancel`.
+        `voice`: another voice for this piece (a dialogue line), in the same conversation.
 
         Raises SpeakFailed before or during the piece."""
         if self.cancel.is_set():
             return
-        job = self._submit(text)
+        job = self._submit(text, voice or self.voicing)
         self.current = job
         base = self._pipeline.seconds_out
         timeline = CharacterTimeline(text, self.voicing.speed)
@@ -98,11 +102,20 @@ class Speaker:
         finally:
             job.cancel.set()  # no-op once finished; stops the engine when the context closed
             self.current = None
-            self.on_job(job, text)
+            self.on_job(job)
 
     def finish(self) -> bytes:
         """The tail of the context's stream (encoder flush) once its last piece is spoken."""
         return self._pipeline.finish()
+
+    def restart(self) -> bytes:
+        """End this stream (its tail is returned) and start a new one: a turn's audio that
+        must decode on its own (dialogue stream-input), the conversation going on."""
+        tail = self._pipeline.finish()
+        self._pipeline.close()
+        self._pipeline = self._new_pipeline()
+        self._sent_seconds = 0.0
+        return tail
 
     def stop(self) -> None:
         """Interrupt: the piece being generated stops within one frame, none follows."""
@@ -115,9 +128,9 @@ class Speaker:
         self.stop()
         self._pipeline.close()
 
-    def _submit(self, text: str) -> Job:
-        rt, voicing = self.rt, self.voicing
-        plan = plan_context(rt.turns, rt.settings, ContextFields(), voicing.voice, voicing.caller,
+    def _submit(self, text: str, voicing: Voicing) -> Job:
+        rt = self.rt
+        plan = plan_context(rt.turns, rt.settings, ContextFields(), voicing.voice, self.voicing.caller,
                             rt.metrics.observe_context_lookup)
         speech = SpeechRequest(
             text=text, voice=voicing.voice, request_id=new_request_id(), speed=voicing.speed, stream=True,
@@ -131,8 +144,13 @@ class Speaker:
         except EngineStopped as exc:
             raise SpeakFailed(str(exc), "system_busy", fatal=True) from None
         rt.characters_served += len(text)
-        self.pieces += 1
+        self.jobs.append(job)
         return job
+
+    @property
+    def context_turns(self) -> list[int]:
+        """Per piece: the prior turns that conditioned it (known from its first audio on)."""
+        return [job.context_turns or 0 for job in self.jobs]
 
     def _chunk(self, audio: bytes, alignment: Alignment, piece_start: float) -> AudioChunk:
         start = self._sent_seconds  # in the context's stream; the timeline counts from its piece

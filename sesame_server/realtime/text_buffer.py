@@ -8,8 +8,13 @@ waiting for the whole reply is slow. A piece is released:
     `chunk_length_schedule` (ElevenLabs' [120, 160, 250, 290] by default; the last value
     repeats), cut at the last clause break or space before it;
   - at any length past MAX_SENTENCE_CHARS, cut the same way (no unbounded waiting);
-  - on flush, everything waiting.
+  - on flush, everything waiting;
+  - with auto mode, also at the end of a message that ends a sentence: auto mode means the
+    client sends whole sentences or phrases (Pipecat sends each sentence as one message,
+    with no space after it), so nothing more is needed to know the sentence is complete.
 Never inside a word: a cut is always at whitespace, and the word being typed stays.
+Messages are joined as sent, but for one case: a message that starts with a capital right
+after a sentence's end gets a space ("friend." + "How" is "friend. How", not one word).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sesame_server.engine.text import MAX_SENTENCE_CHARS, sentence_ends
 DEFAULT_SCHEDULE = (120, 160, 250, 290)
 MIN_SCHEDULE, MAX_SCHEDULE = 50, 500  # ElevenLabs' accepted range for each value
 _CLAUSE_BREAK = re.compile(r"[,;:—–]\s")
+_ENDS_SENTENCE = re.compile(r"""[.!?…]["'”’)\]]*$""")
 
 
 class TextBuffer:
@@ -35,12 +41,21 @@ class TextBuffer:
         return self._text
 
     def add(self, text: str) -> list[str]:
-        """Take `text` as sent (it may end mid-word); the pieces ready to speak now."""
+        """Take one message's `text` (it may end mid-word); the pieces ready to speak now."""
+        if text[:1].isupper() and _ENDS_SENTENCE.search(self._text):
+            text = " " + text
         self._text += text
         pieces = []
         while (piece := self._next_piece()) is not None:
             pieces.append(piece)
-        return pieces
+        if self.auto_mode and self._ends_a_sentence():
+            pieces.append(self._release(len(self._text)))
+        return [piece for piece in pieces if piece]
+
+    def _ends_a_sentence(self) -> bool:
+        text = self._text.rstrip()
+        ends = sentence_ends(text + " ")  # as if the next word had started
+        return bool(text) and bool(ends) and ends[-1] >= len(text)
 
     def flush(self) -> str | None:
         """Everything waiting, as one piece (None if there is nothing to say)."""

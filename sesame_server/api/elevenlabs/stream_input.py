@@ -1,5 +1,6 @@
-"""ElevenLabs WebSocket text to speech: GET /v1/text-to-speech/{voice_id}/stream-input and
-/multi-stream-input, on the HTTP port (LiveKit derives the ws:// URL from the one base URL).
+"""ElevenLabs WebSockets on the HTTP port (LiveKit derives the ws:// URL from the one base
+URL): GET /v1/text-to-speech/{voice_id}/stream-input and /multi-stream-input, and the
+text-to-dialogue ones, /v1/text-to-dialogue/stream-input and /multi-stream-input.
 
 Everything a request can get wrong is answered before the upgrade, as an HTTP error in
 ElevenLabs' shape (the client sees the handshake fail with that status): the Host, the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from flask import Blueprint, Response, g, request
@@ -19,24 +21,30 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sesame_server.api.callers import caller
 from sesame_server.api.elevenlabs.schema import (
-    MAX_SEED, output_format, resolve_voice, temperature, voice_settings,
+    MAX_SEED,
+    output_format,
+    resolve_voice,
+    temperature,
+    voice_settings,
 )
-from sesame_server.api.elevenlabs.stream_messages import ClientMessage
-from sesame_server.api.elevenlabs.stream_session import StreamOptions, StreamSession
+from sesame_server.api.elevenlabs.stream_context import StreamOptions
+from sesame_server.api.elevenlabs.stream_messages import DIALOGUE_WIRE, TTS_WIRE, ClientMessage, ProtocolError
+from sesame_server.api.elevenlabs.stream_session import StreamSession
 from sesame_server.api.errors import APIError
 from sesame_server.api.validation import validate
 from sesame_server.api.websocket import upgrade
 from sesame_server.context.conversation import Caller
 from sesame_server.engine.job import Job
-from sesame_server.ops.request_log import job_fields, log_request
+from sesame_server.ops.request_log import job_fields, log_request, note_request
 from sesame_server.realtime.speaker import Speaker, Voicing
 from sesame_server.runtime import Runtime, runtime
 
-bp = Blueprint("elevenlabs_stream_input", __name__, url_prefix="/v1/text-to-speech")
+bp = Blueprint("elevenlabs_stream_input", __name__, url_prefix="/v1")
 
 DEFAULT_INACTIVITY_SECONDS, MAX_INACTIVITY_SECONDS = 20, 180
 # The key may come in the first message: the guard lets these through without one.
-KEY_IN_FIRST_MESSAGE = frozenset({"stream_input", "multi_stream_input"})
+KEY_IN_FIRST_MESSAGE = frozenset({"stream_input", "multi_stream_input", "dialogue_stream_input",
+                                  "dialogue_multi_stream_input"})
 
 
 class StreamInputQuery(BaseModel):
@@ -56,40 +64,70 @@ class StreamInputQuery(BaseModel):
     authorization: str | None = Field(None, description="The API key, instead of the xi-api-key header.")
 
 
-@bp.route("/<voice_id>/stream-input", websocket=True)
+@bp.route("/text-to-speech/<voice_id>/stream-input", websocket=True)
 def stream_input(voice_id: str) -> Response:
     return _upgrade(voice_id, multi=False)
 
 
-@bp.route("/<voice_id>/multi-stream-input", websocket=True)
+@bp.route("/text-to-speech/<voice_id>/multi-stream-input", websocket=True)
 def multi_stream_input(voice_id: str) -> Response:
     return _upgrade(voice_id, multi=True)
 
 
-def _upgrade(voice_id: str, *, multi: bool) -> Response:
+@bp.route("/text-to-dialogue/stream-input", websocket=True)
+def dialogue_stream_input() -> Response:
+    """OpenClaw's newest models: {"voices": [..]}, then turns {"inputs": [..], "flush": true},
+    each answered by its audio and {"is_final_audio_for_turn": true}."""
+    return _upgrade(None, multi=False)
+
+
+@bp.route("/text-to-dialogue/multi-stream-input", websocket=True)
+def dialogue_multi_stream_input() -> Response:
+    """LiveKit's eleven_v3* models: contexts as in multi-stream-input, text as `inputs`."""
+    return _upgrade(None, multi=True)
+
+
+def _upgrade(voice_id: str | None, *, multi: bool) -> Response:
     rt = runtime()
     args = validate(StreamInputQuery, request.args, where="query")
-    voice = resolve_voice(rt, voice_id)
+    dialogue = voice_id is None
+    voice = resolve_voice(rt, voice_id) if voice_id is not None else rt.catalogue.default
     fmt = output_format(args.output_format or rt.settings.default_output_format, True, "query")
     key = _key_still_needed(rt, args)
     who = caller()
+    note_request(voice=voice.id, format=fmt.name, streamed=True)  # the upgrade's own log line
     socket_id = uuid.uuid4().hex[:12]
-    route = f"/v1/text-to-speech/{{voice_id}}/{'multi-' if multi else ''}stream-input"
+    route = (f"/v1/text-to-dialogue/{'multi-' if multi else ''}stream-input" if dialogue else
+             f"/v1/text-to-speech/{{voice_id}}/{'multi-' if multi else ''}stream-input")
 
     def voicing(context_id: str | None, first: ClientMessage) -> Voicing:
         settings = voice_settings(first.voice_settings)
         session = f"ws:{socket_id}:{context_id or ''}"  # a context's pieces continue each other
-        return Voicing(voice=voice.id, fmt=fmt, caller=Caller(session, who.api_key, who.address),
+        named = (first.voices or [line.voice_id for line in first.inputs or ()] or [None])[0]
+        chosen = _line_voice(rt, named) if dialogue and named else voice
+        return Voicing(voice=chosen.id, fmt=fmt, caller=Caller(session, who.api_key, who.address),
                        speed=settings["speed"], temperature=temperature(settings), seed=args.seed,
-                       reference=rt.custom_voices.reference(voice.id))
+                       reference=rt.custom_voices.reference(chosen.id))
+
+    def line_voice(base: Voicing, voice_id: str) -> Voicing:
+        chosen = _line_voice(rt, voice_id)
+        return replace(base, voice=chosen.id, reference=rt.custom_voices.reference(chosen.id))
 
     def speaker(voicing: Voicing, context_id: str | None) -> Speaker:
-        return Speaker(rt, voicing, lambda job, text: _record(rt, job, text, route, voicing, context_id))
+        return Speaker(rt, voicing, lambda job: record_piece(rt, job, route, "WS", context_id, fmt.name))
 
     options = StreamOptions(multi=multi, route=route, auto_mode=bool(args.auto_mode),
                             inactivity_timeout=float(args.inactivity_timeout), key=key, voicing=voicing,
-                            speaker=speaker)
+                            speaker=speaker, wire=DIALOGUE_WIRE if dialogue else TTS_WIRE,
+                            line_voice=line_voice if dialogue else None)
     return upgrade(lambda connection: StreamSession(connection, options).run(), route.rsplit("/", 1)[-1])
+
+
+def _line_voice(rt: Runtime, voice_id: str):
+    try:
+        return resolve_voice(rt, voice_id)
+    except APIError as exc:
+        raise ProtocolError(exc.message, exc.code or "voice_not_found") from None
 
 
 def _key_still_needed(rt: Runtime, args: StreamInputQuery) -> str | None:
@@ -105,10 +143,13 @@ def _key_still_needed(rt: Runtime, args: StreamInputQuery) -> str | None:
     return expected
 
 
-def _record(rt: Runtime, job: Job, text: str, route: str, voicing: Voicing, context_id: str | None) -> None:
-    """Each piece is logged and measured like an HTTP request of the same dialect."""
-    fields = {"request_id": job.request.request_id, "dialect": "elevenlabs", "method": "WS", "route": route,
-              "voice": voicing.voice, "format": voicing.fmt.name, "input_length": len(text), "streamed": True,
+def record_piece(rt: Runtime, job: Job, route: str, method: str, context_id: str | None = None,
+                 fmt: str | None = None) -> None:
+    """Each piece (a WebSocket context's, a dialogue's line) is logged and measured like an
+    HTTP request of the same dialect."""
+    speech = job.request
+    fields = {"request_id": speech.request_id, "dialect": "elevenlabs", "method": method, "route": route,
+              "voice": speech.voice, "format": fmt, "input_length": len(speech.text), "streamed": True,
               "status": 200, "context_id": context_id}
     fields.update(job_fields(job))
     started = job.submitted_at

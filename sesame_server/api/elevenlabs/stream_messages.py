@@ -48,12 +48,24 @@ class GenerationConfig(BaseModel):
     ] | None = None
 
 
+class DialogueLine(BaseModel):
+    """text-to-dialogue: a piece of text and who says it."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    text: Text
+    voice_id: Annotated[Text, Field(min_length=1, max_length=MAX_CONTEXT_ID_LENGTH)]
+    new_turn: StrictBool | None = None
+
+
 class ClientMessage(BaseModel):
     """Any message a client sends; unknown keys are ignored."""
 
     model_config = ConfigDict(strict=True, extra="ignore", title="ElevenLabs stream-input message")
 
     text: Text | None = None
+    inputs: Annotated[list[DialogueLine], Field(max_length=100)] | None = None  # text-to-dialogue
+    voices: Annotated[list[Text], Field(max_length=10)] | None = None  # text-to-dialogue registration
     context_id: Annotated[Text, Field(min_length=1, max_length=MAX_CONTEXT_ID_LENGTH)] | None = None
     flush: StrictBool | None = None
     try_trigger_generation: StrictBool | None = None
@@ -70,7 +82,14 @@ class ClientMessage(BaseModel):
     def ends_input(self) -> bool:
         """A flush that carries no text: the client says the context's input is complete
         (LiveKit sends {"text": "", "flush": true}, Pipecat {"flush": true}, then close_context)."""
-        return bool(self.flush) and not self.text
+        return bool(self.flush) and not self.text and not any(line.text for line in self.inputs or ())
+
+    @property
+    def lines(self) -> list[tuple[str, str | None, bool]]:
+        """(text, voice id or None for the context's voice, starts a new turn) of this message."""
+        if self.inputs is not None:
+            return [(line.text, line.voice_id, bool(line.new_turn)) for line in self.inputs]
+        return [(self.text, None, False)] if self.text else []
 
 
 def parse(frame: str | bytes) -> ClientMessage:
@@ -91,29 +110,45 @@ def parse(frame: str | bytes) -> ClientMessage:
         raise ProtocolError(f"Invalid message: {where}: {first['msg']}") from None
 
 
-def audio_message(audio: bytes, alignment: Alignment, context_id: str | None) -> str:
-    chars = _chars(alignment) if alignment else None
-    body: dict[str, Any] = {"audio": base64.b64encode(audio).decode("ascii") if audio else None,
-                            "isFinal": None, "normalizedAlignment": chars, "alignment": chars}
-    return _dump(body, context_id)
+class Wire:
+    """How replies are spelled: text to speech (camelCase, `contextId`) or text to dialogue
+    (snake_case, `context_id`, `is_final_audio_for_turn` after each turn)."""
+
+    def __init__(self, *, dialogue: bool) -> None:
+        self.dialogue = dialogue
+        self._final = "is_final" if dialogue else "isFinal"
+        self._context = "context_id" if dialogue else "contextId"
+        self._times = ("char_start_times_ms", "char_durations_ms") if dialogue else ("charStartTimesMs",
+                                                                                     "charDurationsMs")
+
+    def audio(self, audio: bytes, alignment: Alignment | None, context_id: str | None) -> str:
+        chars = self._chars(alignment) if alignment else None
+        body: dict[str, Any] = {"audio": base64.b64encode(audio).decode("ascii") if audio else None}
+        if self.dialogue:
+            body.update({"alignment": chars, "is_final": False})
+        else:
+            body.update({"isFinal": None, "normalizedAlignment": chars, "alignment": chars})
+        return self._dump(body, context_id)
+
+    def final(self, context_id: str | None) -> str:
+        return self._dump({self._final: True}, context_id)
+
+    def turn_end(self) -> str:
+        return self._dump({"is_final_audio_for_turn": True}, None)
+
+    def error(self, message: str, error: str, code: int, context_id: str | None = None) -> str:
+        return self._dump({"message": message, "error": error, "code": code}, context_id)
+
+    def _chars(self, alignment: Alignment) -> dict[str, list]:
+        starts = [round(t * 1000) for t in alignment.character_start_times_seconds]
+        ends = [round(t * 1000) for t in alignment.character_end_times_seconds]
+        durations = [max(0, end - start) for start, end in zip(starts, ends)]
+        return {"chars": alignment.characters, self._times[0]: starts, self._times[1]: durations}
+
+    def _dump(self, body: dict[str, Any], context_id: str | None) -> str:
+        if context_id is not None:
+            body[self._context] = context_id
+        return json.dumps(body, separators=(",", ":"))
 
 
-def final_message(context_id: str | None) -> str:
-    return _dump({"isFinal": True}, context_id)
-
-
-def error_message(message: str, error: str, code: int, context_id: str | None = None) -> str:
-    return _dump({"message": message, "error": error, "code": code}, context_id)
-
-
-def _chars(alignment: Alignment) -> dict[str, list]:
-    starts = [round(t * 1000) for t in alignment.character_start_times_seconds]
-    ends = [round(t * 1000) for t in alignment.character_end_times_seconds]
-    return {"chars": alignment.characters, "charStartTimesMs": starts,
-            "charDurationsMs": [max(0, end - start) for start, end in zip(starts, ends)]}
-
-
-def _dump(body: dict[str, Any], context_id: str | None) -> str:
-    if context_id is not None:
-        body["contextId"] = context_id
-    return json.dumps(body, separators=(",", ":"))
+TTS_WIRE, DIALOGUE_WIRE = Wire(dialogue=False), Wire(dialogue=True)

@@ -24,45 +24,21 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.connection import Connection
 
 from sesame_server.api.elevenlabs import stream_messages as wire
+from sesame_server.api.elevenlabs.stream_context import Context, Piece, StreamOptions
 from sesame_server.api.elevenlabs.stream_messages import ClientMessage, ProtocolError
-from sesame_server.realtime.speaker import Speaker, SpeakFailed, Voicing
+from sesame_server.realtime.speaker import SpeakFailed
 from sesame_server.realtime.text_buffer import DEFAULT_SCHEDULE, TextBuffer
 
 log = logging.getLogger(__name__)
 
 MAX_CONTEXTS = 5  # per socket, as ElevenLabs
 TICK_SECONDS = 0.5  # how often the reader looks at the inactivity timers
-_FINISH, _CLOSE_SOCKET, _STOP = object(), object(), object()
-
-
-@dataclass
-class StreamOptions:
-    multi: bool
-    route: str
-    auto_mode: bool
-    inactivity_timeout: float
-    key: str | None  # the API key still to be shown in the first message; None: nothing to check
-    voicing: Callable[[str | None, ClientMessage], Voicing]  # a context's voicing, from its first message
-    speaker: Callable[[Voicing, str | None], Speaker]  # a context's speaker (logs and metrics each piece)
-
-
-@dataclass(eq=False)
-class Context:
-    id: str | None
-    speaker: Speaker
-    buffer: TextBuffer
-    input_ended: bool = False  # a flush with no text came: the client's "that was all"
-    ending: bool = False  # gracefully closing: isFinal after the queued pieces
-    closed: bool = False  # isFinal sent (or the socket is gone): nothing more is sent for it
-    queued: int = 0  # pieces queued or being spoken
-    last_activity: float = field(default_factory=time.monotonic)
+_FINISH, _TURN_END, _CLOSE_SOCKET, _STOP = object(), object(), object(), object()
 
 
 class StreamSession:
@@ -111,24 +87,40 @@ class StreamSession:
             if context is not None:
                 self._close_context(context)
             return
+        lines = message.lines
         if context is None:
-            if self.options.multi and not message.text and not message.flush:
+            if self.options.multi and not lines and not message.flush and not message.voices:
                 return  # a keep-alive for the socket, or for a context already gone
             context = self._open(key, message)
         context.last_activity = time.monotonic()
-        text = message.text or ""
-        if not self.options.multi and text == "" and message.text is not None:
+        if not self.options.multi and not self.options.wire.dialogue and message.text == "":
             self._end_single(context)  # {"text": ""}: end of input on the single-context socket
             return
-        if text.strip():
-            context.input_ended = False
-        for piece in context.buffer.add(text):
-            self._queue(context, piece)
+        for text, voice_id, new_turn in lines:
+            if text.strip():
+                context.input_ended = False
+            if new_turn or (voice_id is not None and voice_id != context.voice_id):
+                self._queue(context, self._piece(context, context.buffer.flush()))  # the previous voice's
+                context.voice_id = voice_id
+            for piece in context.buffer.add(text):
+                self._queue(context, self._piece(context, piece))
         if message.flush:
-            self._queue(context, context.buffer.flush())
+            self._queue(context, self._piece(context, context.buffer.flush()))
             context.input_ended = context.input_ended or message.ends_input
+            if self.options.wire.dialogue and not self.options.multi:
+                self._queue(context, _TURN_END)  # dialogue stream-input: each flushed turn decodes alone
         elif message.try_trigger_generation:
-            self._queue(context, context.buffer.trigger())
+            self._queue(context, self._piece(context, context.buffer.trigger()))
+
+    def _piece(self, context: Context, text: str | None) -> Piece | None:
+        if text is None:
+            return None
+        voice_id = context.voice_id
+        if voice_id is None or self.options.line_voice is None:
+            return Piece(text)
+        if voice_id not in context.voicings:
+            context.voicings[voice_id] = self.options.line_voice(context.speaker.voicing, voice_id)
+        return Piece(text, context.voicings[voice_id])
 
     def _check_key(self, message: ClientMessage) -> None:
         given = message.xi_api_key or (message.authorization or "").removeprefix("Bearer ").strip()
@@ -158,20 +150,20 @@ class StreamSession:
         with self._lock:
             if context.closed:
                 return
-            if piece is not _FINISH:
+            if isinstance(piece, Piece):
                 context.queued += 1
         self._work.put((context, piece))
 
     def _close_context(self, context: Context) -> None:
         if context.input_ended and not context.ending:
             context.ending = True
-            self._queue(context, context.buffer.flush())
+            self._queue(context, self._piece(context, context.buffer.flush()))
             self._queue(context, _FINISH)
         else:
             self._interrupt(context, "closed by the client")
 
     def _end_single(self, context: Context) -> None:
-        self._queue(context, context.buffer.flush())
+        self._queue(context, self._piece(context, context.buffer.flush()))
         context.ending = True
         self._queue(context, _FINISH)
         self._close_socket(graceful_contexts=False)
@@ -183,7 +175,7 @@ class StreamSession:
             for context in list(self.contexts.values()):
                 if not context.ending:
                     context.ending = True
-                    self._queue(context, context.buffer.flush())
+                    self._queue(context, self._piece(context, context.buffer.flush()))
                     self._queue(context, _FINISH)
         self._work.put((None, _CLOSE_SOCKET))
 
@@ -195,7 +187,7 @@ class StreamSession:
             context.closed = True
             self.contexts.pop(context.id, None)
             was_speaking = context.queued > 0
-            self._send(wire.final_message(self._reply_id(context)))
+            self._send(self.options.wire.final(self._reply_id(context)))
         if was_speaking:
             log.info("Context %s %s mid-generation: stopped, its queued text dropped", context.id, why)
         self._work.put((context, _FINISH))  # the speaker thread releases its encoder
@@ -222,7 +214,7 @@ class StreamSession:
             for context in self.contexts.values():
                 context.closed = True
             try:
-                self._send(wire.error_message(str(exc), exc.error, exc.close_code, exc.context_id))
+                self._send(self.options.wire.error(str(exc), exc.error, exc.close_code, exc.context_id))
             except ConnectionClosed:
                 return
         self.connection.close(exc.close_code, exc.error)
@@ -246,6 +238,8 @@ class StreamSession:
                     self.connection.close(1000)
                 elif piece is _FINISH:
                     self._finish(context)
+                elif piece is _TURN_END:
+                    self._turn_end(context)
                 else:
                     self._speak(context, piece)
             except ConnectionClosed:
@@ -260,14 +254,14 @@ class StreamSession:
             for context in self.contexts.values():
                 context.closed = True
 
-    def _speak(self, context: Context, text: str) -> None:
-        chunks = context.speaker.speak(text)
+    def _speak(self, context: Context, piece: Piece) -> None:
+        chunks = context.speaker.speak(piece.text, piece.voicing)
         try:
             for chunk in chunks:
                 with self._lock:
                     if context.closed:
                         return
-                    self._send(wire.audio_message(chunk.audio, chunk.alignment, self._reply_id(context)))
+                    self._send(self.options.wire.audio(chunk.audio, chunk.alignment, self._reply_id(context)))
                 context.last_activity = time.monotonic()
         except SpeakFailed as exc:
             self._failed(context, exc)
@@ -279,13 +273,21 @@ class StreamSession:
     def _finish(self, context: Context) -> None:
         with self._lock:
             if not context.closed:
-                tail = context.speaker.finish()
-                if tail:
-                    self._send(wire.audio_message(tail, None, self._reply_id(context)))
+                self._end_stream(context, context.speaker.finish(), self.options.wire.final(self._reply_id(context)))
                 context.closed = True
                 self.contexts.pop(context.id, None)
-                self._send(wire.final_message(self._reply_id(context)))
         context.speaker.close()
+
+    def _turn_end(self, context: Context) -> None:
+        with self._lock:
+            if not context.closed:
+                self._end_stream(context, context.speaker.restart(), self.options.wire.turn_end())
+
+    def _end_stream(self, context: Context, tail: bytes, marker: str) -> None:
+        """The encoder's last bytes (if any), then the message saying the audio is complete."""
+        if tail:
+            self._send(self.options.wire.audio(tail, None, self._reply_id(context)))
+        self._send(marker)
 
     def _failed(self, context: Context, exc: SpeakFailed) -> None:
         code = wire.TRY_AGAIN if exc.code == "too_many_concurrent_requests" else wire.INTERNAL
@@ -294,7 +296,7 @@ class StreamSession:
                 return
             context.closed = True
             self.contexts.pop(context.id, None)
-            self._send(wire.error_message(str(exc), exc.code, code, self._reply_id(context)))
+            self._send(self.options.wire.error(str(exc), exc.code, code, self._reply_id(context)))
         context.speaker.stop()
         if exc.fatal or not self.options.multi:
             self.connection.close(code, exc.code)
