@@ -64,6 +64,7 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices,
                  metrics=metrics, turns=turns)
     app.extensions[EXTENSION] = rt
+    metrics.watch_count("websockets_open", "Open WebSocket connections (stream-input).", lambda: len(rt.sockets))
     if turns is not None:
         engine.on_job_done.append(remember_turns(turns, metrics.set_context_cache))
     app.register_blueprint(speech_blueprint(metrics.observe_record, ops_routes=ops))

@@ -142,8 +142,8 @@ def _metric(url: str, name: str, **labels: str) -> float:
     text = requests.get(f"{url}/metrics").text
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
-        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+        match = re.match(rf"{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
             return float(match.group(2))
     return 0.0
 
@@ -275,6 +275,7 @@ def test_unknown_voice_cross_site_pages_and_socket_limit(gated):
     with open_socket(ws_url(server.url, "fake_voice")), open_socket(ws_url(server.url, "fake_voice")):
         with pytest.raises(InvalidStatus) as refused:  # MAX_WEBSOCKETS=2
             open_socket(ws_url(server.url, "fake_voice"))
+        assert _metric(server.url, "sesame_tts_websockets_open") == 2
     assert refused.value.response.status_code == 503
 
 

@@ -50,6 +50,9 @@ def upgrade(session: Session, name: str) -> Response:
                        code="invalid_handshake")
     sockets = runtime().sockets
     if not sockets.reserve():
+        if not sockets.limit:
+            raise APIError(503, "WebSockets are turned off on this server (MAX_WEBSOCKETS=0).",
+                           code="websocket_unavailable")
         raise APIError(503, f"{sockets.limit} WebSocket connections are open (MAX_WEBSOCKETS); try again later.",
                        code="system_busy", headers={"Retry-After": "1"})
     connection = None

@@ -8,7 +8,7 @@ inference thread). Memory comes from ops.memory, in bytes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -52,6 +52,16 @@ class EngineCollector(Collector):
         info.add_metric([], {"version": __version__, "backend": str(engine.info.name),
                              "model": str(backend.get("model_id") or "")})
         yield info
+
+
+class CountCollector(Collector):
+    """One gauge read at scrape time from a thread-safe count (e.g. open WebSockets)."""
+
+    def __init__(self, name: str, documentation: str, count: Callable[[], int]):
+        self.name, self.documentation, self.count = f"{NAMESPACE}_{name}", documentation, count
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.count())
 
 
 class PeakMemoryCollector(Collector):

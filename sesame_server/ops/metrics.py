@@ -10,7 +10,7 @@ serves `metrics(app).exposition(accept)`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -18,7 +18,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from sesame_server.ops.collectors import NAMESPACE, EngineCollector, PeakMemoryCollector, ProcessMemoryCollector
+from sesame_server.ops.collectors import (
+    NAMESPACE, CountCollector, EngineCollector, PeakMemoryCollector, ProcessMemoryCollector,
+)
 
 if TYPE_CHECKING:
     from sesame_server.engine.engine import Engine
@@ -152,6 +154,10 @@ class Metrics:
     def watch_engine(self, engine: Engine) -> None:
         """Queue depth, engine state and model figures, read from `engine` at each scrape."""
         self.registry.register(EngineCollector(engine))
+
+    def watch_count(self, name: str, documentation: str, count: Callable[[], int]) -> None:
+        """A gauge read from `count()` at each scrape (it must be safe from any thread)."""
+        self.registry.register(CountCollector(name, documentation, count))
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type, negotiated like prometheus_client's own app."""

@@ -28,6 +28,15 @@ OPENAI_VOICES: dict[str, str] = {
 }
 
 
+# The built-in voices of every backend (csm's two prompts, piper's embedded voice), by their
+# local and ElevenLabs-side ids: a configuration written for one backend works on another,
+# mapped to that backend's own voice of the same name or its default.
+PORTABLE_VOICES: dict[str, str] = {
+    "conversational_a": "conversational_a", "conversationala": "conversational_a",
+    "conversational_b": "conversational_b", "conversationalb": "conversational_b",
+    "joe": "joe", "joeembeddedpiper": "joe",
+}
+
 # OpenClaw (and ElevenLabs itself) only accept voice ids of 10-40 letters and digits.
 ELEVENLABS_ID = re.compile(r"^[A-Za-z0-9]{10,40}$")
 
@@ -94,18 +103,22 @@ class VoiceCatalogue:
                 or self._lower.get(voice_id.lower()))
 
     def resolve(self, name: str) -> Voice:
-        """A local voice for `name`: a local id, else an OpenAI built-in name; else VoiceNotFound
-        (VoiceUnusable for a stored voice that cannot be read)."""
+        """A local voice for `name`: a local id, else an OpenAI built-in name or another
+        backend's built-in voice (mapped); else VoiceNotFound (VoiceUnusable for a stored
+        voice that cannot be read)."""
         voice = self.get(name)
         if voice is not None:
             return voice
         if name in self.unusable:
             raise VoiceUnusable(name, self.unusable[name])
-        mapped = OPENAI_VOICES.get(name.lower())
-        if mapped is not None:
-            # The backend may not have the mapped voice (piper has one voice): use the default.
-            return self._voices.get(mapped, self.default)
-        raise VoiceNotFound(name, self.ids)
+        mapped = OPENAI_VOICES.get(name.lower()) or PORTABLE_VOICES.get(name.lower())
+        if mapped is None:
+            raise VoiceNotFound(name, self.ids)
+        voice = self._voices.get(mapped)
+        if voice is None:  # not on this backend (piper has one voice): its default, said once per request
+            voice = self.default
+            log.info("Voice %s is not offered by this backend; using %s", name, voice.id)
+        return voice
 
     def add(self, voice: Voice) -> None:
         self._voices[voice.id] = voice
