@@ -6,10 +6,10 @@ import argparse
 import logging
 import signal
 import sys
-from pathlib import Path
 
-from sesame_server import __version__
+from sesame_server import __version__, cli_say
 from sesame_server.backends import registry
+from sesame_server.cli_say import Failure, Usage, make_backend
 from sesame_server.config import Settings, SettingsError, check_exposure, load_settings
 
 log = logging.getLogger("sesame_server")
@@ -33,21 +33,22 @@ def main(argv: list[str] | None = None) -> int:
         keep_files_under(settings.cache_dir)
 
     log_file = settings.cache_dir / LOG_FILE_NAME if args.command == "serve" else None
-    setup_logging(settings.log_level, log_file=log_file)
+    # say/voices print what the user asked for; INFO lines would only bury it.
+    quiet = args.command in ("say", "voices") and settings.log_level.upper() == "INFO"
+    setup_logging("WARNING" if quiet else settings.log_level, log_file=log_file)
     try:
         return args.run(args, settings)
     except KeyboardInterrupt:
         return 130
-    except _Failure as exc:
+    except Usage as exc:
+        print(f"sesame-tts: {exc}", file=sys.stderr)
+        return 2
+    except Failure as exc:
         print(f"sesame-tts: {exc}", file=sys.stderr)
         return 1
 
 
 _PRIVATE_COMMANDS = ("serve", "say", "bench", "download", "soak")  # load models or serve: files under CACHE_DIR
-
-
-class _Failure(Exception):
-    """A failure with a message for the user (no traceback)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,24 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: ./.env if present)")
     sub = parser.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve = sub.add_parser("serve", help="run the server: OpenAI + ElevenLabs APIs (HTTP, WebSocket), the playground at /")
     serve.add_argument("--host", help="interface to listen on (HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (PORT; default 8880)")
     _backend_options(serve)
     serve.set_defaults(run=_serve)
 
     say = sub.add_parser("say", help="synthesize text to a file without a server")
-    say.add_argument("text")
+    say.add_argument("text", help="what to say")
     say.add_argument("-o", "--output", required=True, help="output file, e.g. out.mp3")
-    say.add_argument("--voice")
+    say.add_argument("--voice", help="a voice id (`sesame-tts voices` lists them; default DEFAULT_VOICE)")
     say.add_argument("--format", help="mp3 opus aac flac wav pcm, or an ElevenLabs output_format (default: from -o)")
-    say.add_argument("--speed", type=float, default=1.0)
+    say.add_argument("--speed", type=float, default=1.0, help="0.25-4.0 (default 1.0)")
     _backend_options(say)
-    say.set_defaults(run=_say)
+    say.set_defaults(run=cli_say.say)
 
-    voices = sub.add_parser("voices", help="list the voices")
+    voices = sub.add_parser("voices", help="list the voices, with their ElevenLabs ids and OpenAI names")
     _backend_options(voices)
-    voices.set_defaults(run=_voices)
+    voices.set_defaults(run=cli_say.voices)
 
     download = sub.add_parser("download", help="fetch the CSM weights, Mimi, tokenizer and voice prompts ahead of time")
     download.set_defaults(run=_download)
@@ -125,16 +126,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return check_exposure(settings.replace(**changes)) if changes else settings
 
 
-def _make_backend(settings: Settings):
-    from sesame_server.backends import BackendError
-    from sesame_server.backends.selection import create_backend
-
-    try:
-        return create_backend(settings)
-    except BackendError as exc:
-        raise _Failure(str(exc)) from None
-
-
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from sesame_server.ops.malloc import tune_malloc
 
@@ -144,89 +135,43 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from sesame_server.server import PortInUse, make_server, warn_if_exposed
 
     warn_if_exposed(settings)
-    app = create_app(settings, backend=_make_backend(settings))
+    app = create_app(settings, backend=make_backend(settings), start=False)
     rt = app.extensions[EXTENSION]
-    engine = rt.engine
-    try:
+    try:  # the port first: a busy one is said before minutes of model loading
         server = make_server(app, settings.host, settings.port, settings.threads)
     except PortInUse as exc:
-        engine.stop()
-        raise _Failure(str(exc)) from None
-    app.extensions[EXTENSION].listening_on(settings.host, server.effective_port)
-    log.info("Sesame TTS (%s backend) listening on http://%s:%s", engine.info.name, settings.host,
-             server.effective_port)
+        rt.close()
+        raise Failure(str(exc)) from None
+    rt.listening_on(settings.host, server.effective_port)
+    rt.engine.start()
+    _banner(rt)
+
+    why = ["Ctrl+C"]
 
     def shutdown(signum, frame):  # noqa: ARG001
         # Unwinds server.run() on the main thread; closing waitress from another thread
         # makes its select() fail and the process exit non-zero (launchd would restart it).
-        log.info("Shutting down")
+        why[0] = "SIGTERM"
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # returns on Ctrl+C and on SIGTERM: waitress catches both
     finally:
         rt.close()  # WebSockets get 1001 (going away), then the engine stops
+    print(f"sesame-tts: stopped ({why[0]}).", flush=True)
     return 0
 
 
-def _say(args: argparse.Namespace, settings: Settings) -> int:
-    from sesame_server.audio.formats import UnsupportedFormat, elevenlabs_format, openai_format
-    from sesame_server.audio.pipeline import AudioPipeline
-    from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
-    from sesame_server.engine.engine import Engine
-    from sesame_server.engine.request import SpeechRequest
-    from sesame_server.runtime import new_request_id
-    from sesame_server.voices.catalogue import VoiceCatalogue, VoiceNotFound
-
-    name = args.format or Path(args.output).suffix.lstrip(".").lower() or settings.default_format
-    try:
-        fmt = openai_format(name)
-    except UnsupportedFormat:
-        try:
-            fmt = elevenlabs_format(name)
-        except UnsupportedFormat as exc:
-            raise _Failure(str(exc)) from None
-    if not MIN_SPEED <= args.speed <= MAX_SPEED:
-        raise _Failure(f"--speed must be between {MIN_SPEED} and {MAX_SPEED}")
-    backend = _make_backend(settings)
-    catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
-    try:
-        voice = catalogue.resolve(args.voice) if args.voice else catalogue.default
-    except VoiceNotFound as exc:
-        raise _Failure(str(exc)) from None
-    engine = Engine(backend, warmup=False).start()
-    info = backend.info
-    pipeline = AudioPipeline(info.sample_rate, fmt, speed=1.0 if info.native_speed else args.speed, streaming=False)
-    try:
-        job = engine.submit(SpeechRequest(text=args.text, voice=voice.id, request_id=new_request_id(),
-                                          speed=args.speed))
-        with open(args.output, "wb") as out:
-            for block in job.blocks():
-                out.write(pipeline.feed(block))
-            out.write(pipeline.finish())
-    except Exception as exc:  # noqa: BLE001 - a message, not a traceback
-        raise _Failure(f"synthesis failed: {exc}") from None
-    finally:
-        pipeline.close()
-        engine.stop()
-    print(f"Wrote {job.audio_seconds:.2f} s of {fmt.name} audio ({voice.id}) to {args.output}")
-    return 0
-
-
-def _voices(args: argparse.Namespace, settings: Settings) -> int:
-    from sesame_server.voices.catalogue import OPENAI_VOICES, VoiceCatalogue
-
-    backend = _make_backend(settings)
-    catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
-    print(f"Voices of the {backend.info.name} backend:")
-    for voice in catalogue:
-        default = "  (default)" if voice.id == catalogue.default.id else ""
-        print(f"  {voice.id:<20} {voice.name}{default}")
-    print("OpenAI voice names map to: " + ", ".join(f"{n}→{catalogue.resolve(n).id}" for n in sorted(OPENAI_VOICES)))
-    return 0
+def _banner(rt) -> None:
+    """What a user needs to start using the server, on stdout (a terminal or a service log)."""
+    url = rt.public_url
+    info = rt.engine.info
+    print(f"Sesame TTS {__version__}: {info.name} backend, default voice {rt.catalogue.default.id}\n"
+          f"  listening on  {url}  (OpenAI base URL {url}/v1; ElevenLabs base URL {url})\n"
+          f"  playground    {url}/\n"
+          f"  health        {url}/health  (\"ok\" once the model is loaded)\n"
+          "Press Ctrl+C to stop.", flush=True)
 
 
 def _csm(what: str):
@@ -236,7 +181,7 @@ def _csm(what: str):
     except ImportError as exc:
         from sesame_server.ops.advice import missing_dependency
 
-        raise _Failure(missing_dependency(exc, what)) from None
+        raise Failure(missing_dependency(exc, what)) from None
 
 
 def _download(args: argparse.Namespace, settings: Settings) -> int:
@@ -247,7 +192,7 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
     try:
         paths = csm.download(settings)
     except (BackendError, ImportError) as exc:
-        raise _Failure(str(exc)) from None
+        raise Failure(str(exc)) from None
     for what, path in paths.items():
         print(f"  {what:<28} {path}")
     print("CSM is ready: `sesame-tts serve` uses it (BACKEND=auto picks it on Apple Silicon).")

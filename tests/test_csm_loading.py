@@ -169,7 +169,11 @@ def test_backend_auto_takes_csm_anywhere_with_a_model_path(tmp_path, monkeypatch
     assert create_backend(tiny_settings(tmp_path, backend="auto")).info.name == "csm"
     ok, reason = registry.plugin("csm").available(tiny_settings(tmp_path, model_path=None, model_id="nobody/none"),
                                                   auto=True)
-    assert not ok and "nobody/none" in reason
+    # auto would not use downloaded weights on Linux: it says so, and does not send the user to download
+    assert not ok and "not Apple Silicon" in reason and "download" not in reason
+    ok, reason = registry.plugin("csm").available(tiny_settings(tmp_path, model_path=None, model_id="nobody/none"),
+                                                  auto=False)  # BACKEND=csm: now what is missing matters
+    assert not ok and "nobody/none" in reason and "sesame-tts download" in reason
 
 
 def test_mimi_configs_round_trip_through_json():

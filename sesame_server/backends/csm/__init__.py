@@ -50,11 +50,11 @@ def available(settings: Settings, *, auto: bool = False) -> tuple[bool, str]:
         return True, f"random weights requested (flavor {settings.random_weights}): nothing to download"
     from .loading import local_status
 
-    ok, reason = local_status(settings)
     apple_silicon = platform.system() == "Darwin" and platform.machine() == "arm64"
-    if ok and auto and not apple_silicon and settings.model_path is None:
-        return False, "not Apple Silicon (CSM on a CPU is far slower than real time)"
-    return ok, reason
+    if auto and not apple_silicon and settings.model_path is None:
+        # Said before anything about weights: `auto` would not use them here anyway.
+        return False, "not Apple Silicon (CSM on a CPU is far slower than real time; BACKEND=csm forces it)"
+    return local_status(settings)
 
 
 def create(settings: Settings) -> CsmBackend:
