@@ -18,13 +18,13 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import requests
 from websockets.sync.client import connect
 
+from sesame_server.bench_server import local_server
 from sesame_server.config import Settings
 
 TRANSPORT_TEXT = "Sure, I can help with that: the weather today is clear and bright."
@@ -38,19 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict:
-    from sesame_server.app import create_app
-    from sesame_server.runtime import EXTENSION
-    from sesame_server.server import make_server
-
-    settings = settings.replace(host="127.0.0.1", port=0, warmup_on_start=True, api_key=None, context_enabled=False)
-    app = create_app(settings)
-    rt = app.extensions[EXTENSION]
-    server = make_server(app, "127.0.0.1", 0, threads=4)
-    threading.Thread(target=_serve_quietly, args=(server,), name="waitress", daemon=True).start()
-    try:
-        if not rt.engine.wait_ready(1800):
-            raise RuntimeError(f"the backend did not load: {rt.engine.load_error}")
-        base = f"http://127.0.0.1:{server.effective_port}"
+    with local_server(settings.replace(context_enabled=False)) as server:
+        rt, base = server.runtime, server.url
         voice = rt.catalogue.default.id
         text = getattr(args, "text", None) or TRANSPORT_TEXT
         http_ms, ws_ms = [], []
@@ -76,21 +65,11 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
             "http_all_ms": [round(v, 1) for v in http_ms],
             "websocket_all_ms": [round(v, 1) for v in ws_ms],
         }
-    finally:
-        server.close()
-        rt.close()
     _print(results)
     if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
     return results
-
-
-def _serve_quietly(server) -> None:
-    try:
-        server.run()
-    except OSError:  # close() from another thread breaks waitress's select(): expected
-        pass
 
 
 def _http(base: str, voice: str, text: str) -> float:

@@ -93,9 +93,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop "
                                          "(--transport: WebSocket vs HTTP time to first audio)")
-    from sesame_server import bench_transport
+    from sesame_server import bench_http, bench_transport
 
     bench_transport.add_arguments(bench)
+    bench_http.add_arguments(bench)
     try:
         registry.plugin("csm").add_bench_arguments(bench)
     except ImportError:
@@ -200,12 +201,12 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    if args.transport:
-        from sesame_server import bench_transport
+    if args.transport or args.http is not None:
+        from sesame_server import bench_http, bench_transport
         from sesame_server.ops.malloc import tune_malloc
 
         tune_malloc()  # as `serve` does
-        bench_transport.run(args, settings)
+        (bench_transport if args.transport else bench_http).run(args, settings)
         return 0
     _csm("sesame-tts bench").bench(args, settings)
     return 0

@@ -21,7 +21,7 @@ class Element {
 const elements = {};
 // What the page's HTML sets before its script runs.
 const initial = {text: {value: "Hello there. This is a playground test."}, speed: {value: "1"},
-                 conversation: {checked: true}, banner: {hidden: true}, clone: {hidden: true},
+                 conversation: {checked: true}, banner: {hidden: true}, "key-form": {hidden: true},
                  download: {hidden: true}, stop: {disabled: true}};
 const document = {
   getElementById(id) {
@@ -52,7 +52,7 @@ const rms = (a) => Math.sqrt(a.reduce((s, x) => s + x * x, 0) / Math.max(1, a.le
 const requests = [];
 const sandbox = {
   document, AudioContext, sessionStorage: storage(), localStorage: storage(), performance, console, JSON, Math,
-  Promise, Error, DataView, Uint8Array, Float32Array, ArrayBuffer, Blob, FormData, AbortController, String,
+  Promise, Error, DataView, setTimeout, clearTimeout, location: {origin: ""}, Uint8Array, Float32Array, ArrayBuffer, Blob, FormData, AbortController, String,
   Option: class { constructor(text, value) { Object.assign(this, {text, value, selected: false}); } },
   URL: {createObjectURL: (blob) => "blob:" + blob.size},
   fetch: async (path, init) => {
@@ -69,7 +69,9 @@ vm.createContext(sandbox);
   const $ = (id) => document.getElementById(id);
   await sandbox.playgroundReady;
   const result = {voices: $("voice").options.map((o) => o.value), selected: $("voice").value,
-                  cloneHidden: $("clone").hidden, banner: $("banner").hidden ? null : $("banner").textContent};
+                  cloneDisabled: $("clone").disabled, cloneNote: $("clone-note").textContent,
+                  conversationDisabled: $("conversation").disabled, backend: $("backend").textContent,
+                  banner: $("banner").hidden ? null : $("banner").textContent};
   const turns = [];
   if (action === "dialogue") {
     $("dialogue").checked = true;

@@ -47,7 +47,10 @@ def run_page(server, action: str) -> dict:
 def test_page_lists_the_voices_and_streams_speech(piper_server):
     result = run_page(piper_server, "speak")
     assert result["voices"] == ["joe"] and result["selected"] == "joe"
-    assert result["cloneHidden"] and result["banner"] is None  # piper: no cloning, real voice
+    assert result["banner"] is None and result["backend"] == "piper backend"
+    # piper: no cloning, no conversation memory; said on the page, not hidden
+    assert result["cloneDisabled"] and "needs the CSM backend" in result["cloneNote"]
+    assert result["conversationDisabled"]
     turn = result["turns"][0]
     job = piper_server.job(turn["requestId"])
     assert turn["seconds"] == pytest.approx(job.audio_seconds, abs=0.01)  # every sample was scheduled
@@ -78,7 +81,8 @@ def test_page_keeps_a_conversation_on_csm(tmp_path):
     settings = tiny_settings(tmp_path, model_path=None, random_weights="tiny")
     with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=4)) as server:
         result = run_page(server, "speak-twice")
-    assert "RANDOM WEIGHTS" in result["banner"] and not result["cloneHidden"]
+    assert "RANDOM WEIGHTS" in result["banner"] and not result["cloneDisabled"]
+    assert not result["conversationDisabled"] and result["backend"] == "csm backend"
     first, second = result["turns"]
     assert first["session"] and first["session"] == second["session"]
     assert "context turns: 0" in first["stats"] and "context turns: 1" in second["stats"]

@@ -21,8 +21,9 @@ from sesame_server.runtime import request_id, runtime
 log = logging.getLogger(__name__)
 
 PARENT = "sesame_tts"
-# Open even with API_KEY set: readiness probes and service managers poll /health.
-_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health"})
+# Open even with API_KEY set: readiness probes and service managers poll /health; browsers
+# fetch the icon on their own (it is not secret).
+_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.favicon"})
 # Pages a browser loads by navigation: a missing key gets a Basic challenge, so it asks for it.
 _BROWSER_PAGES = frozenset({f"{PARENT}.ops.playground", f"{PARENT}.ops.playground_asset"})
 # WebSockets whose key may come in the first message (ElevenLabs' xi_api_key): checked there.

@@ -183,8 +183,11 @@ ROUTES: tuple[Route, ...] = (
           {**_text("text/plain", "Prometheus text exposition"),
            **_text("application/openmetrics-text", "OpenMetrics, when the Accept header asks for it")}),
     Route("GET", "/", "getPlayground", (SYSTEM,), "The playground page", _text("text/html", "The page")),
-    Route("GET", "/{name}", "getPlaygroundAsset", (SYSTEM,), "The playground's script and style sheet",
-          {**_text("text/javascript", "Script"), **_text("text/css", "Style sheet")}),
+    Route("GET", "/{name}", "getPlaygroundAsset", (SYSTEM,), "The playground's script, style sheet and icon",
+          {**_text("text/javascript", "Script"), **_text("text/css", "Style sheet"),
+           **_text("image/svg+xml", "Icon")}),
+    Route("GET", "/favicon.ico", "getFavicon", (SYSTEM,), "The icon browsers ask for (SVG)",
+          _text("image/svg+xml", "Icon"), open=True),
     Route("GET", "/openapi.json", "getOpenAPIDocument", (SYSTEM,), "This document", _json()),
 )
 

@@ -24,7 +24,8 @@ _PLAYGROUND_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; 
                       "form-action 'none'")
 _PAGE_HEADERS = {"Content-Security-Policy": _PLAYGROUND_POLICY, "Cache-Control": "no-cache",
                  "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-_ASSETS = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8"}
+_ASSETS = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8",
+           "favicon.svg": "image/svg+xml"}
 _HEALTHY = {"ready": "ok", "unloaded": "ok", "error": "error"}
 
 
@@ -86,6 +87,12 @@ def playground() -> Response:
     return Response(_file("playground.html"), content_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
 
-@bp.get("/<any(playground.js, playground.css):name>")
+@bp.get("/<any(playground.js, playground.css, favicon.svg):name>")
 def playground_asset(name: str) -> Response:
     return Response(_file(name), content_type=_ASSETS[name], headers=_PAGE_HEADERS)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """What browsers ask for on their own: the same icon (an SVG answers as well as an .ico)."""
+    return Response(_file("favicon.svg"), content_type="image/svg+xml", headers=_PAGE_HEADERS)

@@ -1,8 +1,12 @@
 "use strict";
 const SAMPLE_RATE = 24000;
 const $ = (id) => document.getElementById(id);
+// Absolute URLs from the origin: a page opened as http://user:key@host/ may not fetch
+// relative URLs (they would carry its credentials); the key form covers that case.
+const api = (path) => location.origin + path;
 const session = () => sessionStorage.getItem("sesame-session") || newSession();
-let playback = null;  // {controller, context}
+let playback = null;  // {controller, context, timer}
+let apiKey = "";  // typed into the key form when the server asked for one; never stored
 
 function newSession() {
   const id = "playground-" + Math.random().toString(36).slice(2, 12);
@@ -10,10 +14,18 @@ function newSession() {
   return id;
 }
 
-// With API_KEY set, the browser asked for it when it loaded this page (HTTP Basic) and sends
-// it with every request to this server: no key is kept in the page or its storage.
+// With API_KEY set, the browser usually asked for it when it loaded this page (HTTP Basic)
+// and sends it along; where it does not (a 401), the key form asks, and the key stays in
+// this page's memory only.
 function headers(extra) {
-  return Object.assign({}, extra || {});
+  const all = Object.assign({}, extra || {});
+  if (apiKey) all["Authorization"] = "Bearer " + apiKey;
+  return all;
+}
+
+function askForKey(message) {
+  $("key-form").hidden = false;
+  $("stats").textContent = message;
 }
 
 async function errorText(response) {
@@ -26,10 +38,16 @@ async function errorText(response) {
 
 async function loadVoices() {
   const [voices, health] = await Promise.all([
-    fetch("/v1/audio/voices", {headers: headers()}),
-    fetch("/health").then((r) => r.json()).catch(() => ({})),
+    fetch(api("/v1/audio/voices"), {headers: headers()}),
+    fetch(api("/health")).then((r) => r.json()).catch(() => ({})),
   ]);
+  showBackend(health);
+  if (voices.status === 401) { askForKey("This server wants its API key: enter it above."); return; }
   if (!voices.ok) { $("stats").textContent = "Voices: " + await errorText(voices); return; }
+  $("key-form").hidden = true;
+  if ($("stats").textContent.startsWith("This server wants") || $("stats").textContent.startsWith("Voices:")) {
+    $("stats").textContent = "";
+  }
   const list = (await voices.json()).voices.filter((v) => !v.name.includes("→"));  // OpenAI names are aliases
   for (const [id, pick] of [["voice", (i, v) => v.id === health.default_voice], ["voice2", (i) => i === 1]]) {
     const select = $(id);
@@ -40,9 +58,24 @@ async function loadVoices() {
       select.add(option);
     });
   }
+}
+
+// What this backend can and cannot do, said on the page rather than hidden.
+function showBackend(health) {
   const model = health.model || {};
+  $("backend").textContent = (health.backend || "unknown") + " backend";
   if (model.warning) { $("banner").textContent = model.warning; $("banner").hidden = false; }
-  $("clone").hidden = health.backend !== "csm";
+  const remembers = !!(health.context && health.context.enabled);
+  $("conversation").disabled = !remembers;
+  $("conversation").checked = remembers && $("conversation").checked;
+  $("conversation-note").hidden = remembers;
+  $("conversation-note").textContent = remembers ? "" :
+    "Conversation memory needs the CSM backend: the " + (health.backend || "running") + " voice speaks each request on its own.";
+  const clones = health.backend === "csm";
+  $("clone").disabled = !clones;
+  $("clone-note").textContent = clones ? "10–20 s of one person speaking clearly works best (1–30 s accepted). " +
+    "The transcript is optional; it helps." : "Voice cloning needs the CSM backend (Apple Silicon); this server runs " +
+    (health.backend || "another") + ".";
 }
 
 // s16le bytes -> Float32 samples; a chunk may end in the middle of a sample.
@@ -83,12 +116,12 @@ function dialogueInputs(text) {
 
 function speechRequest(signal, extra) {
   if ($("dialogue").checked) {
-    return fetch("/v1/text-to-dialogue/stream?output_format=pcm_24000", {
+    return fetch(api("/v1/text-to-dialogue/stream?output_format=pcm_24000"), {
       method: "POST", signal, headers: headers(extra),
       body: JSON.stringify({inputs: dialogueInputs($("text").value), model_id: "eleven_v3"}),
     });
   }
-  return fetch("/v1/audio/speech", {
+  return fetch(api("/v1/audio/speech"), {
     method: "POST", signal, headers: headers(extra),
     body: JSON.stringify({model: "tts-1", voice: $("voice").value, input: $("text").value,
                           response_format: "pcm", speed: parseFloat($("speed").value)}),
@@ -99,7 +132,8 @@ async function speak() {
   stop();
   const controller = new AbortController();
   const context = new AudioContext({sampleRate: SAMPLE_RATE});
-  playback = {controller, context};
+  const current = {controller, context, timer: null};
+  playback = current;
   $("speak").disabled = true; $("stop").disabled = false; $("download").hidden = true;
   const started = performance.now();
   const extra = {"Content-Type": "application/json"};
@@ -108,6 +142,11 @@ async function speak() {
   stats.textContent = "Generating…";
   try {
     const response = await speechRequest(controller.signal, extra);
+    if (response.status === 401) {
+      stop();
+      askForKey("This server wants its API key: enter it above, then Speak again.");
+      return;
+    }
     if (!response.ok) throw new Error(await errorText(response));
     const info = "request " + response.headers.get("x-request-id") +
       "\ncontext turns: " + response.headers.get("x-context-turns") +
@@ -132,22 +171,29 @@ async function speak() {
     }
     $("download").href = URL.createObjectURL(wavBlob(chunks, SAMPLE_RATE));
     $("download").hidden = !chunks.length;
+    // The download is over, the playback is not: Stop stays until the last sample has played.
+    if (playback === current) {
+      current.timer = setTimeout(() => { if (playback === current) stop(); },
+                                 Math.max(0, at - context.currentTime) * 1000 + 100);
+    }
   } catch (err) {
     if (err.name !== "AbortError") {
       const message = document.createElement("span");
       message.className = "error";
       message.textContent = String(err.message || err);
       stats.replaceChildren(message);
+      if (playback === current) stop();
     }
   } finally {
-    $("speak").disabled = false; $("stop").disabled = true;
+    $("speak").disabled = false;
   }
 }
 
 function stop() {
   if (!playback) return;
+  clearTimeout(playback.timer);
   playback.controller.abort();  // the server cancels the generation when the connection drops
-  playback.context.close();
+  playback.context.close();  // silences what was already scheduled
   playback = null;
   $("speak").disabled = false; $("stop").disabled = true;
 }
@@ -156,7 +202,7 @@ async function cloneVoice(event) {
   event.preventDefault();
   const out = $("clone-result");
   out.textContent = "Uploading…";
-  const response = await fetch("/v1/voices/add", {method: "POST", headers: headers(), body: new FormData(event.target)});
+  const response = await fetch(api("/v1/voices/add"), {method: "POST", headers: headers(), body: new FormData(event.target)});
   if (!response.ok) { out.textContent = "Failed: " + await errorText(response); return; }
   const {voice_id} = await response.json();
   out.textContent = "Added voice " + voice_id;
@@ -169,6 +215,11 @@ $("speak").addEventListener("click", speak);
 $("stop").addEventListener("click", stop);
 $("new-conversation").addEventListener("click", () => { newSession(); $("stats").textContent = "New conversation."; });
 $("clone-form").addEventListener("submit", cloneVoice);
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = $("key").value.trim();
+  globalThis.playgroundReady = loadVoices();
+});
 $("dialogue").addEventListener("change", () => {
   $("voice2-label").hidden = $("dialogue-help").hidden = !$("dialogue").checked;
 });

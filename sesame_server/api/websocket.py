@@ -66,11 +66,15 @@ def upgrade(session: Session, name: str) -> Response:
                                 close_timeout=CLOSE_SECONDS)
     except (ConnectionGone, OSError) as exc:
         log.info("WebSocket %s: the client left during the handshake (%s)", name, exc)
-    finally:
-        sockets.opened(connection)
-    if connection is not None:
-        threading.Thread(target=_run, args=(session, connection, sockets, name), name=f"ws-{name}",
-                         daemon=True).start()
+    except BaseException:
+        sockets.opened(None)  # the slot goes back, whatever happened
+        raise
+    if not sockets.opened(connection):
+        if connection is not None:  # the server began shutting down during the handshake
+            connection.close(1001, "server shutting down")
+        return Response(status=101)
+    threading.Thread(target=_run, args=(session, connection, sockets, name), name=f"ws-{name}",
+                     daemon=True).start()
     return Response(status=101)
 
 

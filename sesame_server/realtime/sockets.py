@@ -16,6 +16,7 @@ class OpenSockets:
         self._lock = threading.Lock()
         self._open: set[Connection] = set()
         self._reserved = 0
+        self._closing = False
 
     def __len__(self) -> int:
         with self._lock:
@@ -28,11 +29,15 @@ class OpenSockets:
             self._reserved += 1
             return True
 
-    def opened(self, connection: Connection | None) -> None:
+    def opened(self, connection: Connection | None) -> bool:
+        """Count a reserved slot as open; False when close_all() already ran (the caller
+        closes the connection itself: shutting down raced its handshake)."""
         with self._lock:
             self._reserved -= 1
-            if connection is not None:
-                self._open.add(connection)
+            if connection is None or self._closing:
+                return False
+            self._open.add(connection)
+            return True
 
     def closed(self, connection: Connection) -> None:
         with self._lock:
@@ -40,6 +45,7 @@ class OpenSockets:
 
     def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
         with self._lock:
+            self._closing = True
             connections = list(self._open)
         for connection in connections:
             connection.close(code, reason)
