@@ -308,3 +308,28 @@ def test_requests_in_one_app_context_are_each_logged(tmp_path):
         client.get("/ping").close()
         client.get("/ping").close()
     assert len(request_lines(tmp_path / "server.log")) == 2
+
+
+def test_health_polled_while_loading_is_not_a_warning():
+    import logging
+
+    from sesame_server.ops.request_log import log_request, request_log
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    request_log.addHandler(handler)
+    level = request_log.level
+    request_log.setLevel(logging.DEBUG)
+    try:
+        log_request(route="/health", method="GET", status=503)
+        log_request(route="/health", method="GET", status=500)
+        log_request(route="/v1/audio/speech", method="POST", status=503)
+    finally:
+        request_log.removeHandler(handler)
+        request_log.setLevel(level)
+    assert [r.levelno for r in records] == [logging.DEBUG, logging.WARNING, logging.WARNING]

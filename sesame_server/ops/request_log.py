@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from sesame_server.engine.job import Job
 
 REQUEST_LOGGER = "sesame_server.requests"
-QUIET_ROUTES = frozenset({"/health", "/metrics"})  # polled by scrapers and scripts: DEBUG, not INFO
+# Polled by scrapers, scripts and service managers: DEBUG, not INFO, also the 503s /health
+# answers while the model loads (expected, and `serve` says where it listens); a 500 stays a warning.
+QUIET_ROUTES = frozenset({"/health", "/metrics"})
 # How long closing a response waits for its job to be final. The inference thread stops
 # within one frame of a cancel; a job cancelled while queued is only finalised once it
 # reaches the head of the queue, and the line must not wait for that.
@@ -43,7 +45,7 @@ def log_request(*, level: int | None = None, **fields: Any) -> dict[str, Any]:
     """
     if level is None:
         status = fields.get("status") or 0
-        if fields.get("route") in QUIET_ROUTES and status < 400:
+        if fields.get("route") in QUIET_ROUTES and status != 500:
             level = logging.DEBUG
         elif status >= 500:
             level = logging.WARNING
