@@ -93,10 +93,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop "
                                          "(--transport: WebSocket vs HTTP time to first audio)")
-    from sesame_server import bench_http, bench_transport
+    from sesame_server import bench_http, bench_text, bench_transport
 
     bench_transport.add_arguments(bench)
     bench_http.add_arguments(bench)
+    bench_text.add_arguments(bench)
     try:
         registry.plugin("csm").add_bench_arguments(bench)
     except ImportError:
@@ -201,6 +202,11 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.text_bench:
+        from sesame_server import bench_text
+
+        bench_text.run(args)
+        return 0
     if args.transport or args.http is not None:
         from sesame_server import bench_http, bench_transport
         from sesame_server.ops.malloc import tune_malloc

@@ -57,6 +57,10 @@ class Settings:
     default_format: str = "mp3"  # OpenAI response_format when the body has none
     default_output_format: str = "mp3_44100_128"  # ElevenLabs output_format default
     max_input_length: int = 4096
+    # Text front end (sesame_server/spoken): markdown, numbers, URLs, emoji... as spoken.
+    text_normalization: str = "auto"  # auto|on: normalize unless a request says off; off: never unless it says on
+    code_blocks: str = "skip"  # skip: "Code block omitted."; read: read them
+    emoji: str = "drop"  # drop, or describe ("thumbs up")
 
     # Streaming
     stream_buffer_frames: int = 1  # frames generated before the first audio leaves
@@ -124,6 +128,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
                                validate=OneOf(("mp3", "opus", "aac", "flac", "wav", "pcm"))),
         default_output_format=env.str("DEFAULT_OUTPUT_FORMAT", d.default_output_format),
         max_input_length=env.int("MAX_INPUT_LENGTH", d.max_input_length, validate=Range(min=1, max=1_000_000)),
+        text_normalization=env.str("TEXT_NORMALIZATION", d.text_normalization, validate=OneOf(("auto", "on", "off"))),
+        code_blocks=env.str("CODE_BLOCKS", d.code_blocks, validate=OneOf(("skip", "read"))),
+        emoji=env.str("EMOJI", d.emoji, validate=OneOf(("drop", "describe"))),
         stream_buffer_frames=env.int("STREAM_BUFFER_FRAMES", d.stream_buffer_frames, validate=Range(min=1, max=100)),
         stream_chunk_size=env.int("STREAM_CHUNK_SIZE", d.stream_chunk_size, validate=Range(min=256, max=1 << 20)),
         context_enabled=env.bool("CONTEXT_ENABLED", d.context_enabled),

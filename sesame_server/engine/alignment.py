@@ -41,6 +41,12 @@ class Alignment:
     def __bool__(self) -> bool:
         return bool(self.characters)
 
+    def extend(self, more: "Alignment") -> "Alignment":
+        self.characters.extend(more.characters)
+        self.character_start_times_seconds.extend(more.character_start_times_seconds)
+        self.character_end_times_seconds.extend(more.character_end_times_seconds)
+        return self
+
 
 class CharacterTimeline:
     """Releases estimated character timings as audio seconds accumulate."""

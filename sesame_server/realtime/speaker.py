@@ -25,6 +25,8 @@ from sesame_server.engine.engine import EngineStopped, ModelUnavailable, QueueFu
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import ReferenceVoice, SpeechRequest
 from sesame_server.runtime import Runtime, new_request_id
+from sesame_server.spoken.alignment import SourceTimeline
+from sesame_server.spoken.policy import spoken_text
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,14 @@ class Voicing:
     seed: int | None = None
     reference: ReferenceVoice | None = None
     first_chunk_frames: int | None = None
+    normalization: str | None = None  # ElevenLabs' apply_text_normalization (None: the server's)
 
 
 @dataclass
 class AudioChunk:
     audio: bytes
-    alignment: Alignment  # characters this audio covers, times from the chunk's own start
+    alignment: Alignment  # spoken characters this audio covers, times from the chunk's own start
+    source_alignment: Alignment  # the same audio's characters of the text as sent
     start_seconds: float = 0.0  # where the chunk starts in the context's stream
 
 
@@ -84,19 +88,24 @@ class Speaker:
         Raises SpeakFailed before or during the piece."""
         if self.cancel.is_set():
             return
-        job = self._submit(text, voice or self.voicing)
+        voicing = voice or self.voicing
+        spoken = spoken_text(text, self.rt.settings, voicing.normalization)
+        job = self._submit(spoken.text, voicing)
         self.current = job
         base = self._pipeline.seconds_out
-        timeline = CharacterTimeline(text, self.voicing.speed)
+        timeline, source = CharacterTimeline(spoken.text, self.voicing.speed), SourceTimeline(spoken)
         try:
             for block in job.blocks(self.cancel.is_set):
                 audio = self._pipeline.feed(block)
                 if audio:
-                    yield self._chunk(audio, timeline.advance(self._pipeline.seconds_out - base), base)
+                    said = timeline.advance(self._pipeline.seconds_out - base)
+                    yield self._chunk(audio, said, source.advance(said), base)
             if not self.cancel.is_set():
-                rest = timeline.finish(self._pipeline.seconds_out - base)
-                if rest:
-                    yield self._chunk(b"", rest, base)
+                end = self._pipeline.seconds_out - base
+                rest = timeline.finish(end)
+                sent = source.advance(rest).extend(source.finish(end))
+                if rest or sent:
+                    yield self._chunk(b"", rest, sent, base)
         except Exception as exc:  # noqa: BLE001 - the session reports it in its dialect
             raise _failure(exc, job.request.request_id) from exc
         finally:
@@ -152,10 +161,11 @@ class Speaker:
         """Per piece: the prior turns that conditioned it (known from its first audio on)."""
         return [job.context_turns or 0 for job in self.jobs]
 
-    def _chunk(self, audio: bytes, alignment: Alignment, piece_start: float) -> AudioChunk:
-        start = self._sent_seconds  # in the context's stream; the timeline counts from its piece
+    def _chunk(self, audio: bytes, said: Alignment, sent: Alignment, piece_start: float) -> AudioChunk:
+        start = self._sent_seconds  # in the context's stream; the timelines count from its piece
         self._sent_seconds = self._pipeline.seconds_out
-        return AudioChunk(audio, _shifted(alignment, start - piece_start), start)
+        offset = start - piece_start
+        return AudioChunk(audio, _shifted(said, offset), _shifted(sent, offset), start)
 
 
 def _shifted(alignment: Alignment, start: float) -> Alignment:

@@ -115,7 +115,7 @@ def _parse(*, streaming: bool) -> tuple[Speaker, list[tuple[str, Voicing]], Any]
         settings["stability"] = body.settings.stability
     who = caller()
     base = Voicing(voice="", fmt=fmt, caller=Caller(f"dialogue:{request_id()}", who.api_key, who.address),
-                   temperature=temperature(settings), seed=body.seed)
+                   temperature=temperature(settings), seed=body.seed, normalization=body.apply_text_normalization)
     lines = []
     for line in body.inputs:
         voice = resolve_voice(rt, line.voice_id)

@@ -15,6 +15,8 @@ from sesame_server.context.conversation import Caller, ContextError, plan_contex
 from sesame_server.context.fields import ContextFields, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
+from sesame_server.spoken import Spoken
+from sesame_server.spoken.policy import spoken_text
 from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
 
 MAX_SEED = 4294967295
@@ -65,8 +67,9 @@ class TextToSpeechQuery(BaseModel):
 
 @dataclass(frozen=True)
 class ParsedSpeech:
-    speech: SpeechRequest
+    speech: SpeechRequest  # its text is the spoken form
     fmt: OutputFormat
+    spoken: Spoken  # the text as sent, as spoken, and the mapping (timestamps of both)
 
 
 def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str], rt: Runtime, caller: Caller,
@@ -87,15 +90,16 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
         context = plan_context(rt.turns, rt.settings, body, voice.id, caller, rt.metrics.observe_context_lookup)
     except ContextError as exc:
         raise APIError(422, str(exc), param=exc.param, code=exc.code) from None
+    spoken = spoken_text(text, rt.settings, body.apply_text_normalization)
     speech = SpeechRequest(
-        text=text, voice=voice.id, request_id=request_id, speed=settings["speed"], stream=streaming,
+        text=spoken.text, voice=voice.id, request_id=request_id, speed=settings["speed"], stream=streaming,
         seed=body.seed,
         temperature=temperature(settings),
         first_chunk_frames=1 if args.optimize_streaming_latency else None,
         previous_text=context.previous_text, reference=rt.custom_voices.reference(voice.id),
         context=context.context, conversation=context.conversation,
     )
-    return ParsedSpeech(speech, fmt)
+    return ParsedSpeech(speech, fmt, spoken)
 
 
 def voice_settings(given: VoiceSettings | None) -> dict:

@@ -107,7 +107,7 @@ def _upgrade(voice_id: str | None, *, multi: bool) -> Response:
         chosen = _line_voice(rt, named) if dialogue and named else voice
         return Voicing(voice=chosen.id, fmt=fmt, caller=Caller(session, who.api_key, who.address),
                        speed=settings["speed"], temperature=temperature(settings), seed=args.seed,
-                       reference=rt.custom_voices.reference(chosen.id))
+                       reference=rt.custom_voices.reference(chosen.id), normalization=args.apply_text_normalization)
 
     def line_voice(base: Voicing, voice_id: str) -> Voicing:
         chosen = _line_voice(rt, voice_id)

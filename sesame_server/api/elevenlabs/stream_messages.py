@@ -121,13 +121,15 @@ class Wire:
         self._times = ("char_start_times_ms", "char_durations_ms") if dialogue else ("charStartTimesMs",
                                                                                      "charDurationsMs")
 
-    def audio(self, audio: bytes, alignment: Alignment | None, context_id: str | None) -> str:
-        chars = self._chars(alignment) if alignment else None
+    def audio(self, audio: bytes, said: Alignment | None, sent: Alignment | None, context_id: str | None) -> str:
+        """`said`: the spoken characters this audio covers; `sent`: the same of the text as sent."""
+        spoken = self._chars(said) if said else None
+        original = self._chars(sent) if sent else None
         body: dict[str, Any] = {"audio": base64.b64encode(audio).decode("ascii") if audio else None}
         if self.dialogue:
-            body.update({"alignment": chars, "is_final": False})
+            body.update({"alignment": original, "is_final": False})
         else:
-            body.update({"isFinal": None, "normalizedAlignment": chars, "alignment": chars})
+            body.update({"isFinal": None, "normalizedAlignment": spoken, "alignment": original})
         return self._dump(body, context_id)
 
     def final(self, context_id: str | None) -> str:

@@ -261,7 +261,8 @@ class StreamSession:
                 with self._lock:
                     if context.closed:
                         return
-                    self._send(self.options.wire.audio(chunk.audio, chunk.alignment, self._reply_id(context)))
+                    self._send(self.options.wire.audio(chunk.audio, chunk.alignment, chunk.source_alignment,
+                                                      self._reply_id(context)))
                 context.last_activity = time.monotonic()
         except SpeakFailed as exc:
             self._failed(context, exc)
@@ -286,7 +287,7 @@ class StreamSession:
     def _end_stream(self, context: Context, tail: bytes, marker: str) -> None:
         """The encoder's last bytes (if any), then the message saying the audio is complete."""
         if tail:
-            self._send(self.options.wire.audio(tail, None, self._reply_id(context)))
+            self._send(self.options.wire.audio(tail, None, None, self._reply_id(context)))
         self._send(marker)
 
     def _failed(self, context: Context, exc: SpeakFailed) -> None:

@@ -13,6 +13,7 @@ from sesame_server.api.serving import Synthesis, buffered, streamed, synthesize
 from sesame_server.api.validation import json_body, validate
 from sesame_server.engine.alignment import CharacterTimeline, estimate_alignment
 from sesame_server.runtime import request_id, runtime
+from sesame_server.spoken.alignment import SourceTimeline, source_alignment
 
 bp = Blueprint("elevenlabs_tts", __name__, url_prefix="/v1/text-to-speech")
 
@@ -42,9 +43,11 @@ def convert_with_timestamps(voice_id: str) -> Response:
     parsed = _parse(voice_id, streaming=False)
     synthesis = synthesize(parsed.speech, parsed.fmt, streaming=False)
     audio = buffered(synthesis)
-    alignment = estimate_alignment(parsed.speech.text, synthesis.pipeline.seconds_out).as_dict()
-    body = {"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": alignment,
-            "normalized_alignment": alignment}
+    seconds = synthesis.pipeline.seconds_out
+    normalized = estimate_alignment(parsed.speech.text, seconds)  # what was spoken
+    alignment = source_alignment(parsed.spoken, normalized, seconds)  # what was sent
+    body = {"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": alignment.as_dict(),
+            "normalized_alignment": normalized.as_dict()}
     return _with_headers(jsonify(body), parsed, synthesis)
 
 
@@ -54,7 +57,8 @@ def stream_with_timestamps(voice_id: str) -> Response:
     synthesis = synthesize(parsed.speech, parsed.fmt, streaming=True)
     timeline = CharacterTimeline(parsed.speech.text, parsed.speech.speed)
     pipeline = synthesis.pipeline
-    lines = ndjson_with_timestamps(synthesis.chunks, timeline, lambda: pipeline.seconds_out)
+    lines = ndjson_with_timestamps(synthesis.chunks, timeline, SourceTimeline(parsed.spoken),
+                                   lambda: pipeline.seconds_out)
     return _with_headers(Response(lines, content_type="application/x-ndjson"), parsed, synthesis)
 
 

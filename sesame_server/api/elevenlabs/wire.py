@@ -10,7 +10,8 @@ from flask import Response
 
 from sesame_server.api.errors import APIError, error_json
 from sesame_server.api.serving import GenerationFailed
-from sesame_server.engine.alignment import CharacterTimeline
+from sesame_server.engine.alignment import Alignment, CharacterTimeline
+from sesame_server.spoken.alignment import SourceTimeline
 
 # "detail.status" codes by HTTP status when the raiser gave none.
 _STATUS = {
@@ -42,24 +43,28 @@ def _line(body: dict) -> bytes:
     return (json.dumps(body, separators=(",", ":")) + "\n").encode()
 
 
-def _audio_line(audio: bytes, alignment: dict) -> bytes:
-    aligned = alignment if alignment["characters"] else None
-    return _line({"audio_base64": base64.b64encode(audio).decode("ascii"), "alignment": aligned,
-                  "normalized_alignment": aligned})
+def _audio_line(audio: bytes, normalized: Alignment, alignment: Alignment) -> bytes:
+    return _line({"audio_base64": base64.b64encode(audio).decode("ascii"),
+                  "alignment": alignment.as_dict() if alignment else None,
+                  "normalized_alignment": normalized.as_dict() if normalized else None})
 
 
 def ndjson_with_timestamps(chunks: Generator[bytes, None, None], timeline: CharacterTimeline,
-                           seconds_out) -> Iterator[bytes]:
-    """One compact object per audio chunk with the characters its audio covers; a failure
-    mid-stream ends with an error line in ElevenLabs' shape instead of the last characters."""
+                           source: SourceTimeline, seconds_out) -> Iterator[bytes]:
+    """One compact object per audio chunk with the characters its audio covers, spoken
+    (`normalized_alignment`) and as sent (`alignment`); a failure mid-stream ends with an
+    error line in ElevenLabs' shape instead of the last characters."""
     try:
         for chunk in chunks:
-            yield _audio_line(chunk, timeline.advance(seconds_out()).as_dict())
+            spoken = timeline.advance(seconds_out())
+            yield _audio_line(chunk, spoken, source.advance(spoken))
     except GenerationFailed as failed:
         yield _line(error_body(failed.as_api_error()))
         return
     finally:
         chunks.close()
-    rest = timeline.finish(seconds_out())
-    if rest:
-        yield _audio_line(b"", rest.as_dict())
+    end = seconds_out()
+    rest = timeline.finish(end)
+    sent = source.advance(rest).extend(source.finish(end))
+    if rest or sent:
+        yield _audio_line(b"", rest, sent)

@@ -14,6 +14,7 @@ from sesame_server.context.conversation import Caller, ContextError, plan_contex
 from sesame_server.context.fields import ContextFields, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
+from sesame_server.spoken.policy import spoken_text
 from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
 
 MODEL_IDS = ("csm-1b", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -69,8 +70,9 @@ def parse_speech(body: SpeechBody, rt: Runtime, caller: Caller, request_id: str)
         context = plan_context(rt.turns, rt.settings, body, voice, caller, rt.metrics.observe_context_lookup)
     except ContextError as exc:
         raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
-    speech = SpeechRequest(
-        text=text, voice=voice, request_id=request_id, speed=float(body.speed or 1.0), stream=True,
+    speech = SpeechRequest(  # OpenAI always normalizes (TEXT_NORMALIZATION=off turns it off)
+        text=spoken_text(text, rt.settings).text, voice=voice, request_id=request_id,
+        speed=float(body.speed or 1.0), stream=True,
         reference=rt.custom_voices.reference(voice), context=context.context,
         previous_text=context.previous_text, conversation=context.conversation,
     )

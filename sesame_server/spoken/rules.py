@@ -1,0 +1,139 @@
+"""Plain text to spoken words: numbers, money, dates, times, units, versions, URLs, e-mail
+addresses, hashtags, mentions, common abbreviations, emoji. One pattern finds them all, left
+to right; every rewrite is mapped to the source span it replaces (text.Builder)."""
+
+from __future__ import annotations
+
+import re
+
+import emoji
+
+from sesame_server.spoken import numbers
+from sesame_server.spoken.text import Builder
+
+_UNIT_NAMES = "|".join(sorted((re.escape(u) for u in numbers.UNITS if len(u) > 1 or u == "°"), key=len, reverse=True))
+_CODES = "|".join(code for code in numbers.CURRENCIES if code.isalpha())
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_PATTERN = re.compile(rf"""
+  (?P<url>\b(?:https?://|www\.)[^\s<>()\[\]"']+[^\s<>()\[\]"'.,;:!?])
+| (?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)
+| (?P<date>\b(?P<dy>\d{{4}})-(?P<dm>0[1-9]|1[0-2])-(?P<dd>0[1-9]|[12]\d|3[01])\b)
+| (?P<time>\b(?P<th>[01]?\d|2[0-3]):(?P<tm>[0-5]\d)(?!\d)(?:\s?(?P<tp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))?)
+| (?P<version>\bv(?P<vn>\d+(?:\.\d+){{1,3}})\b|\b\d+\.\d+\.\d+(?:\.\d+)?\b)
+| (?P<curpre>(?P<cs>[$€£¥])\s?(?P<ca>{_NUMBER})(?:\s?(?P<cmag>thousand|million|billion|trillion|bn|[kKMB])\b)?)
+| (?P<curpost>(?P<ca2>{_NUMBER})\s?(?P<cc>{_CODES})\b)
+| (?P<percent>(?P<pn>[-−]?(?:{_NUMBER}))\s?%)
+| (?P<ordinal>\b(?P<on>\d+)(?:st|nd|rd|th)\b)
+| (?P<range>\b(?P<r1>{_NUMBER})\s?[-–]\s?(?P<r2>{_NUMBER})\b(?!\.\d))
+| (?P<unit>(?P<un>[-−]?(?:{_NUMBER}))\s?(?P<uu>{_UNIT_NAMES})(?![\w/]))
+| (?P<numsign>(?<![\w&])\#(?P<nsn>\d+)\b)
+| (?P<usdate>\b(?P<um>0?[1-9]|1[0-2])/(?P<ud>0?[1-9]|[12]\d|3[01])/(?P<uy>\d{{4}})\b)
+| (?P<fraction>(?<![\w/])(?P<fn>\d{{1,2}})/(?P<fd>\d{{1,2}})(?![\w/]))
+| (?P<path>(?<![\w/.])(?:~|\.{{1,2}})?/(?:[\w-]+(?:\.[\w-]+)*/)*[\w-]+(?:\.[\w-]+)*/?|\b[\w-]+(?:/[\w-]+)*\.(?:py|js|ts|tsx|json|lock|md|txt|ya?ml|toml|cfg|ini|sh|html|css|csv|log|env|wav|mp3)\b)
+| (?P<year>\b(?:19|20)\d{{2}}\b(?![,.]\d))
+| (?P<number>(?:(?<=\s)|(?<=^)|(?<=\())[-−](?:{_NUMBER})\b|\b(?:{_NUMBER})\b)
+| (?P<hashtag>(?<![\w#&])\#(?P<ht>[A-Za-z]\w*))
+| (?P<mention>(?<![\w@])@(?P<mt>[A-Za-z]\w*))
+| (?P<abbr>\b(?:e\.g\.|i\.e\.|etc\.|vs\.|approx\.)(?!\w))
+| (?P<marks>(?<![\w*_~`])[*_~`]{{1,3}}(?=\w)|(?<=[\w.!?:])[*_~`]{{1,3}}(?![\w*_~`]))
+""", re.X)
+_ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera", "vs.": "versus",
+                  "approx.": "approximately"}
+MAX_SPOKEN_PATH = 40  # a URL path longer than this is left out: nobody reads it aloud
+
+
+def speak(builder: Builder, start: int, end: int, *, describe_emoji: bool = False) -> None:
+    """source[start:end], plain text (no markdown), into `builder` as it should be said."""
+    text = builder.source[start:end]
+    at = 0
+    for found in (() if text.isascii() else emoji.emoji_list(text)):  # emoji are never ASCII
+        _words(builder, start + at, start + found["match_start"])
+        if describe_emoji:
+            name = emoji.demojize(found["emoji"], delimiters=(" ", " ")).replace("_", " ")
+            builder.say(name, start + found["match_start"], start + found["match_end"])
+        else:
+            builder.say(" ", start + found["match_start"], start + found["match_end"])
+        at = found["match_end"]
+    _words(builder, start + at, end)
+
+
+def _words(builder: Builder, start: int, end: int) -> None:
+    source = builder.source
+    at = start
+    for match in _PATTERN.finditer(source, start, end):
+        spoken = _rewrite(match)
+        if spoken is None:
+            continue
+        builder.keep(at, match.start())
+        builder.say(spoken, match.start(), match.end())
+        at = match.end()
+    builder.keep(at, end)
+
+
+def _rewrite(m: re.Match) -> str | None:
+    """The spoken form of a match; None (the text stays as written) if a rule cannot say it."""
+    kind = m.lastgroup if m.lastgroup in _KINDS else next(k for k in _KINDS if m.group(k) is not None)
+    try:
+        return _KINDS[kind](m)
+    except (ArithmeticError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _url(m: re.Match) -> str:
+    url = re.sub(r"^(?:https?://)?(?:www\.)?", "", m.group("url"))
+    host, _, path = url.partition("/")
+    words = " dot ".join(host.split(":")[0].split("."))
+    path = re.split(r"[?#]", path)[0].strip("/")
+    if path and len(path) <= MAX_SPOKEN_PATH:
+        words += " slash " + " slash ".join(re.sub(r"[-_.]+", " ", part) for part in path.split("/") if part)
+    return words
+
+
+def _email(m: re.Match) -> str:
+    user, _, domain = m.group("email").partition("@")
+    return " dot ".join(user.split(".")) + " at " + " dot ".join(domain.split("."))
+
+
+def _version(m: re.Match) -> str:
+    number = m.group("vn") or m.group("version")
+    words = " point ".join(numbers.cardinal(part) for part in number.split("."))
+    return ("version " if m.group("vn") else "") + words
+
+
+def _time(m: re.Match) -> str:
+    return numbers.clock(m.group("th"), m.group("tm"), m.group("tp"))
+
+
+def _path(m: re.Match) -> str:
+    path = m.group("path")
+    words = " slash ".join(part.replace(".", " dot ") for part in path.strip("/").split("/") if part)
+    return ("slash " if path.startswith("/") else "") + words.replace("~", "home")
+
+
+def _camel(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|_", " ", name).strip()
+
+
+_KINDS = {
+    "url": _url,
+    "email": _email,
+    "date": lambda m: numbers.date(m.group("dy"), m.group("dm"), m.group("dd")),
+    "time": _time,
+    "version": _version,
+    "curpre": lambda m: numbers.currency(m.group("cs"), m.group("ca"), m.group("cmag")),
+    "curpost": lambda m: numbers.currency(m.group("cc"), m.group("ca2")),
+    "percent": lambda m: numbers.cardinal(m.group("pn")) + " percent",
+    "ordinal": lambda m: numbers.ordinal(m.group("on")),
+    "range": lambda m: f"{numbers.cardinal(m.group('r1'))} to {numbers.cardinal(m.group('r2'))}",
+    "unit": lambda m: numbers.unit(m.group("un"), m.group("uu")),
+    "usdate": lambda m: numbers.date(m.group("uy"), m.group("um"), m.group("ud")),
+    "fraction": lambda m: numbers.fraction(m.group("fn"), m.group("fd")),
+    "numsign": lambda m: "number " + numbers.cardinal(m.group("nsn")),
+    "path": _path,
+    "year": lambda m: numbers.year(m.group("year")),
+    "number": lambda m: numbers.cardinal(m.group("number")),
+    "hashtag": lambda m: "hashtag " + _camel(m.group("ht")),
+    "mention": lambda m: "at " + _camel(m.group("mt")),
+    "abbr": lambda m: _ABBREVIATIONS[m.group("abbr").lower()],
+    "marks": lambda m: "",  # emphasis marks markdown could not pair (text streamed in pieces)
+}

@@ -1,0 +1,77 @@
+"""Spoken text that remembers where each character came from in what the client sent.
+
+Every character of the spoken form maps to a [start, end) span of the source: kept
+characters to themselves, a rewrite ("$5" -> "five dollars") to the span it replaced,
+inserted punctuation and spaces to an empty span where they were inserted. Timestamps for
+the original text (ElevenLabs' `alignment`) come from this mapping, never from a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TERMINAL = ".!?…:;"
+
+
+@dataclass(frozen=True)
+class Spoken:
+    source: str
+    text: str
+    spans: tuple[tuple[int, int], ...]  # one per character of `text`
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """The source characters behind text[start:end] (an empty span if none)."""
+        covered = [span for span in self.spans[start:end] if span[1] > span[0]]
+        if not covered:
+            at = self.spans[start][0] if start < len(self.spans) else len(self.source)
+            return at, at
+        return min(s for s, _ in covered), max(e for _, e in covered)
+
+
+class Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._chars: list[str] = []
+        self._spans: list[tuple[int, int]] = []
+
+    def keep(self, start: int, end: int) -> None:
+        """Source characters as they are."""
+        self._chars.extend(self.source[start:end])
+        self._spans.extend(zip(range(start, end), range(start + 1, end + 1)))
+
+    def say(self, text: str, start: int, end: int) -> None:
+        """`text` in place of source[start:end]."""
+        self._chars.extend(text)
+        self._spans.extend([(start, end)] * len(text))
+
+    def space(self, at: int) -> None:
+        if self._chars and not self._chars[-1].isspace():
+            self.say(" ", at, at)
+
+    def end_sentence(self, at: int) -> None:
+        """A full stop after a heading, list item or table row that has none."""
+        index = len(self._chars) - 1
+        while index >= 0 and self._chars[index].isspace():
+            index -= 1
+        if index >= 0 and self._chars[index] not in TERMINAL and self._chars[index] not in "\"')]”’":
+            self._chars.insert(index + 1, ".")
+            self._spans.insert(index + 1, (at, at))
+        self.space(at)
+
+    def build(self) -> Spoken:
+        """Whitespace runs become one space; no space before punctuation; trimmed."""
+        chars, spans = [], []
+        for char, span in zip(self._chars, self._spans):
+            if char.isspace():
+                if not chars or chars[-1] == " ":
+                    continue
+                char = " "
+            elif char in ".,!?;:" and chars and chars[-1] == " ":
+                chars.pop()
+                spans.pop()
+            chars.append(char)
+            spans.append(span)
+        while chars and chars[-1] == " ":
+            chars.pop()
+            spans.pop()
+        return Spoken(self.source, "".join(chars), tuple(spans))

@@ -1,0 +1,154 @@
+"""The text front end (sesame_server/spoken): agent replies as they should be spoken.
+
+CORPUS holds replies as coding assistants, home automation, calendars, shops and news
+summaries write them, with the spoken form expected; the other tests hold the invariants
+(the character mapping, bad input never raises, `off` is byte for byte)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import pytest
+
+from sesame_server.spoken import normalize, unchanged
+
+CORPUS = [
+    ('Sure! Run `pip install -r requirements.lock` and then `bin/test`.',
+     'Sure! Run pip install -r requirements dot lock and then bin/test.'),
+    ("I fixed the bug in `src/app/main.py`:\n\n```python\nprint('hi')\n```\n\nIt now passes all 42 tests.",
+     'I fixed the bug in src slash app slash main dot py: Code block omitted. It now passes all forty-two tests.'),
+    ('Upgrade to **v2.4.1**; version 1.9.0 has a memory leak.',
+     'Upgrade to version two point four point one; version one point nine point zero has a memory leak.'),
+    ('The function returns `None` when the list is empty, e.g. `[]`.',
+     'The function returns None when the list is empty, for example [].'),
+    ('## Summary\n\n- Fixed 3 bugs\n- Added 12 tests\n- Coverage is now 87.5%',
+     'Summary. Fixed three bugs. Added twelve tests. Coverage is now eighty-seven point five percent.'),
+    ('See the [migration guide](https://docs.example.com/migrate/v2) before upgrading.',
+     'See the migration guide before upgrading.'),
+    ('Build time dropped from 340 ms to 95 ms.',
+     'Build time dropped from three hundred and forty milliseconds to ninety-five milliseconds.'),
+    ('Edit /etc/hosts and restart.',
+     'Edit slash etc slash hosts and restart.'),
+    ('The living room is at 21.5°C and the humidity is 45%.',
+     'The living room is at twenty-one point five degrees Celsius and the humidity is forty-five percent.'),
+    ('I turned off 3 lights and set the thermostat to 68°F.',
+     'I turned off three lights and set the thermostat to sixty-eight degrees Fahrenheit.'),
+    ('Your washing machine finishes at 3:45 pm.',
+     'Your washing machine finishes at three forty-five p m.'),
+    ('The garage door has been open for 15 min.',
+     'The garage door has been open for fifteen minutes.'),
+    ('Solar panels produced 12.4 kWh today 🌞',
+     'Solar panels produced twelve point four kilowatt hours today.'),
+    ('Good night! 😴 I locked the front door.',
+     'Good night! I locked the front door.'),
+    ('You have **2 meetings** tomorrow:\n\n1. Standup at 9:30 am\n2. Design review at 14:00',
+     'You have two meetings tomorrow: Standup at nine thirty a m. Design review at fourteen hundred.'),
+    ('Your flight leaves on 2025-03-14 at 6:05 am.',
+     'Your flight leaves on March fourteenth, twenty twenty-five at six oh five a m.'),
+    ('The dentist appointment is on 12/03/2025.',
+     'The dentist appointment is on December third, twenty twenty-five.'),
+    ("Reminder: Mom's birthday is on the 21st.",
+     "Reminder: Mom's birthday is on the twenty-first."),
+    ('| Item | Price |\n|---|---|\n| Milk | $2.49 |\n| Bread | $3 |',
+     'Item, Price. Milk, two dollars and forty-nine cents. Bread, three dollars.'),
+    ('Your order #4521 of €49.99 ships in 2-3 days.',
+     'Your order number four thousand, five hundred and twenty-one of forty-nine euros and ninety-nine cents ships in two to three days.'),
+    ("That's £1,250 in total, or 3 payments of £416.67.",
+     "That's one thousand, two hundred and fifty pounds in total, or three payments of four hundred and sixteen pounds and sixty-seven pence."),
+    ('The TV is 55 inches wide and costs 1200 USD.',
+     'The TV is fifty-five inches wide and costs one thousand, two hundred dollars.'),
+    ('Shipping is free over $50 🛒',
+     'Shipping is free over fifty dollars.'),
+    ('### Top stories\n\n* Markets rose 1.2% on Tuesday.\n* The rover traveled 3 km in 2024.',
+     'Top stories. Markets rose one point two percent on Tuesday. The rover traveled three kilometers in twenty twenty-four.'),
+    ('Revenue hit $4.5 billion, up 12% vs. last year.',
+     'Revenue hit four point five billion dollars, up twelve percent versus last year.'),
+    ('Temperatures will reach -5°C tonight, approx. 10 degrees below normal.',
+     'Temperatures will reach minus five degrees Celsius tonight, approximately ten degrees below normal.'),
+    ('Follow @NASA and #SpaceExploration for updates.',
+     'Follow at NASA and hashtag Space Exploration for updates.'),
+    ('Contact press@example.org for details.',
+     'Contact press at example dot org for details.'),
+    ("> The best is yet to come.\n\nThat was the CEO's quote.",
+     "The best is yet to come. That was the CEO's quote."),
+    ('Only 1/2 of the votes are counted, about 3/4 by midnight.',
+     'Only one half of the votes are counted, about three quarters by midnight.'),
+]
+
+
+@pytest.mark.parametrize("reply, spoken", CORPUS, ids=[f"corpus-{i}" for i in range(len(CORPUS))])
+def test_agent_replies_are_spoken_as_people_say_them(reply, spoken):
+    assert normalize(reply).text == spoken
+
+
+@pytest.mark.parametrize("reply", [reply for reply, _ in CORPUS])
+def test_every_spoken_character_points_into_the_source(reply):
+    result = normalize(reply)
+    assert len(result.spans) == len(result.text)
+    for index, (char, (start, end)) in enumerate(zip(result.text, result.spans)):
+        assert 0 <= start <= end <= len(reply)
+        alone = result.spans.count((start, end)) == 1  # not one of a rewrite's characters
+        if alone and end == start + 1 and char.isalnum():
+            assert char == reply[start]  # a kept character is the source's own
+    starts = [start for start, end in result.spans if end > start]
+    assert starts == sorted(starts)  # spoken in the order written
+
+
+def test_a_rewrite_maps_to_what_it_replaced():
+    result = normalize("Pay $12.50 now.")
+    at = result.text.index("twelve dollars")
+    assert result.source_span(at, at + len("twelve dollars and fifty cents")) == (4, 10)
+    assert result.source_span(0, 3) == (0, 3)
+
+
+@pytest.mark.parametrize("text", [
+    "**unbalanced *markdown _here",
+    "\u2764\ufe0f" * 10_000,
+    "Mixed scripts: Привет, 你好, مرحبا and 3 € — ok?",
+    "https://example.com/" + "a" * 4096,
+    "[]()**``~~__##",
+    "| a |\n|---|\n| |",
+    "```\nunterminated fence",
+    "\x00\x01 weird \ud7ff chars",
+    "9" * 400,
+    "-" * 5000,
+])
+def test_bad_input_never_raises_and_meaning_is_never_lost(text):
+    result = normalize(text)
+    assert len(result.spans) == len(result.text)
+    if any(char.isalnum() for char in text):
+        assert result.text.strip()
+
+
+def test_a_long_url_is_said_by_its_host():
+    assert normalize("https://example.com/" + "a" * 4096).text == "example dot com."  # a paragraph ends
+
+
+def test_emoji_can_be_described_instead_of_dropped():
+    assert normalize("Done 👍", describe_emoji=True).text == "Done thumbs up."
+    assert normalize("Done 👍").text == "Done."
+
+
+def test_code_blocks_can_be_read():
+    text = "Run:\n\n```\nmake test\n```\n"
+    assert normalize(text).text == "Run: Code block omitted."
+    assert normalize(text, read_code=True).text == "Run: make test."
+
+
+def test_off_is_the_text_byte_for_byte():
+    text = "**Total:** $12.50 🎉\n\n- a\n"
+    assert unchanged(text).text == text and len(unchanged(text).spans) == len(text)
+
+
+def test_a_long_reply_normalizes_in_milliseconds():
+    """Reported, not asserted as a threshold (machines are noisy): `sesame-tts bench` says it."""
+    rng = random.Random(1)
+    reply = " ".join(rng.choice([r for r, _ in CORPUS]) for _ in range(60))[:4096]
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        normalize(reply)
+        times.append(time.perf_counter() - started)
+    assert statistics.median(times) < 5.0  # seconds: only catches a pathological regression
