@@ -17,8 +17,13 @@ _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _PATTERN = re.compile(rf"""
   (?P<url>\b(?:https?://|www\.)[^\s<>()\[\]"']+[^\s<>()\[\]"'.,;:!?])
 | (?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)
+| (?P<phone>(?<![\w+])(?:\+\d{{1,3}}[\s.-]?)?\(?\d{{3}}\)?[\s.-]\d{{3}}[\s.-]\d{{4}}\b)
+| (?P<domain>\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|ai|app|co|uk|de|fr|edu|gov)\b(?:/[^\s<>()\[\]"']*[^\s<>()\[\]"'.,;:!?])?)
 | (?P<date>\b(?P<dy>\d{{4}})-(?P<dm>0[1-9]|1[0-2])-(?P<dd>0[1-9]|[12]\d|3[01])\b)
 | (?P<time>\b(?P<th>[01]?\d|2[0-3]):(?P<tm>[0-5]\d)(?!\d)(?:\s?(?P<tp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))?)
+| (?P<hour>\b(?P<hh>1[0-2]|0?[1-9])\s?(?P<hp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))
+| (?P<duration>\b(?P<dn>\d+(?:\.\d+)?)(?P<du>ms|s|m|h)\b)
+| (?P<magnitude>\b(?P<mn>\d+(?:\.\d+)?)(?P<mm>[KMB]|bn)\b)
 | (?P<version>\bv(?P<vn>\d+(?:\.\d+){{1,3}})\b|\b\d+\.\d+\.\d+(?:\.\d+)?\b)
 | (?P<curpre>(?P<cs>[$€£¥])\s?(?P<ca>{_NUMBER})(?:\s?(?P<cmag>thousand|million|billion|trillion|bn|[kKMB])\b)?)
 | (?P<curpost>(?P<ca2>{_NUMBER})\s?(?P<cc>{_CODES})\b)
@@ -35,6 +40,7 @@ _PATTERN = re.compile(rf"""
 | (?P<hashtag>(?<![\w#&])\#(?P<ht>[A-Za-z]\w*))
 | (?P<mention>(?<![\w@])@(?P<mt>[A-Za-z]\w*))
 | (?P<abbr>\b(?:e\.g\.|i\.e\.|etc\.|vs\.|approx\.)(?!\w))
+| (?P<emoticon>(?<![\w:;])[:;]-?[()DPp](?![\w()]))
 | (?P<marks>(?<![\w*_~`])[*_~`]{{1,3}}(?=\w)|(?<=[\w.!?:])[*_~`]{{1,3}}(?![\w*_~`]))
 """, re.X)
 _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera", "vs.": "versus",
@@ -89,6 +95,25 @@ def _url(m: re.Match) -> str:
     return words
 
 
+def _phone(m: re.Match) -> str:
+    """Digit by digit, in the groups written: 'plus one, five five five, one two three, ...'."""
+    groups = re.findall(r"\+?\d+", m.group("phone"))
+    said = [("plus " if group.startswith("+") else "") + " ".join(numbers.num2words(int(d)) for d in group.lstrip("+"))
+            for group in groups]
+    return ", ".join(said)
+
+
+def _domain(m: re.Match) -> str:
+    host, _, path = m.group("domain").partition("/")
+    words = " dot ".join(host.split("."))
+    if path and len(path) <= MAX_SPOKEN_PATH:
+        words += " slash " + " slash ".join(re.sub(r"[-_.]+", " ", part) for part in path.split("/") if part)
+    return words
+
+
+_DURATIONS = {"ms": "ms", "s": "s", "m": "min", "h": "h"}
+
+
 def _email(m: re.Match) -> str:
     user, _, domain = m.group("email").partition("@")
     return " dot ".join(user.split(".")) + " at " + " dot ".join(domain.split("."))
@@ -117,6 +142,11 @@ def _camel(name: str) -> str:
 _KINDS = {
     "url": _url,
     "email": _email,
+    "phone": _phone,
+    "domain": _domain,
+    "hour": lambda m: numbers.clock(m.group("hh"), "00", m.group("hp")),
+    "duration": lambda m: numbers.unit(m.group("dn"), _DURATIONS[m.group("du")]),
+    "magnitude": lambda m: f"{numbers.cardinal(m.group('mn'))} {numbers.MAGNITUDES[m.group('mm')]}",
     "date": lambda m: numbers.date(m.group("dy"), m.group("dm"), m.group("dd")),
     "time": _time,
     "version": _version,
@@ -135,5 +165,6 @@ _KINDS = {
     "hashtag": lambda m: "hashtag " + _camel(m.group("ht")),
     "mention": lambda m: "at " + _camel(m.group("mt")),
     "abbr": lambda m: _ABBREVIATIONS[m.group("abbr").lower()],
+    "emoticon": lambda m: "",  # :) ;-) as the emoji they stand for: not said
     "marks": lambda m: "",  # emphasis marks markdown could not pair (text streamed in pieces)
 }

@@ -59,14 +59,17 @@ class Builder:
         self.space(at)
 
     def build(self) -> Spoken:
-        """Whitespace runs become one space; no space before punctuation; trimmed."""
-        chars, spans = [], []
-        for char, span in zip(self._chars, self._spans):
+        """Whitespace runs become one space; no space before punctuation that ends a phrase
+        ("here ." but not "your .env"); trimmed."""
+        source_chars, source_spans = self._chars, self._spans
+        chars: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for index, (char, span) in enumerate(zip(source_chars, source_spans)):
             if char.isspace():
                 if not chars or chars[-1] == " ":
                     continue
                 char = " "
-            elif char in ".,!?;:" and chars and chars[-1] == " ":
+            elif char in ".,!?;:" and chars and chars[-1] == " " and _ends_phrase(source_chars, index + 1):
                 chars.pop()
                 spans.pop()
             chars.append(char)
@@ -75,3 +78,7 @@ class Builder:
             chars.pop()
             spans.pop()
         return Spoken(self.source, "".join(chars), tuple(spans))
+
+
+def _ends_phrase(chars: list[str], after: int) -> bool:
+    return after >= len(chars) or chars[after].isspace() or chars[after] in ".,!?;:\"')]”’"
