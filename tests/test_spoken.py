@@ -99,11 +99,48 @@ CORPUS = [
      'Step one: open the app. Step two: tap Settings.'),
     ('Score: 3-1 in the 89th minute!',
      'Score: three to one in the eighty-ninth minute!'),
+    ("Here's the fix:\n\n```diff\n- old line\n+ new line\n```\n\nLet me know if it works!",
+     "Here's the fix: Code block omitted. Let me know if it works!"),
+    ('The test suite took 6m 12s and 766 tests passed.',
+     'The test suite took six minutes twelve seconds and seven hundred and sixty-six tests passed.'),
+    ('Error: `ConnectionRefusedError` on port 8880.',
+     'Error: ConnectionRefusedError on port eight thousand, eight hundred and eighty.'),
+    ('Your PR #42 was merged into `main` 5 min ago.',
+     'Your PR number forty-two was merged into main five minutes ago.'),
+    ('Memory use peaked at 3.76 GB (RSS 3.7 GB).',
+     'Memory use peaked at three point seven six gigabytes (RSS three point seven gigabytes).'),
+    ('The kitchen light is at 60% brightness.',
+     'The kitchen light is at sixty percent brightness.'),
+    ('Motion detected at the front door at 11:42 pm 🚪',
+     'Motion detected at the front door at eleven forty-two p m.'),
+    ('The dishwasher used 1.2 kWh and 9 l of water.',
+     'The dishwasher used one point two kilowatt hours and nine liters of water.'),
+    ('Your commute is 23 min by car or 41 min by bus.',
+     'Your commute is twenty-three minutes by car or forty-one minutes by bus.'),
+    ('**Today:** lunch with Sam at 12:30, then the gym at 6 pm.',
+     'Today: lunch with Sam at twelve thirty, then the gym at six p m.'),
+    ('The conference runs from March 3-5, 2025.',
+     'The conference runs from March third to fifth, twenty twenty-five.'),
+    ('Your 3rd appointment this week is on Friday.',
+     'Your third appointment this week is on Friday.'),
+    ('1. Eggs (12)\n2. Flour, 1 kg\n3. Butter, 250 g',
+     'Eggs (twelve). Flour, one kilogram. Butter, two hundred and fifty grams.'),
+    ('The sneakers are $89.99, down from $120 (25% off).',
+     'The sneakers are eighty-nine dollars and ninety-nine cents, down from one hundred and twenty dollars (twenty-five percent off).'),
+    ('Delivery between 9:00 and 13:00 on 2025-01-20.',
+     "Delivery between nine o'clock and thirteen hundred on January twentieth, twenty twenty-five."),
+    ('The index closed at 4,783.45, up 0.8%.',
+     'The index closed at four thousand, seven hundred and eighty-three point four five, up zero point eight percent.'),
+    ('The CEO of Acme Inc. resigned on Monday, per reuters.com.',
+     'The CEO of Acme Inc. resigned on Monday, per reuters dot com.'),
+    ('Storm warning: winds up to 90 km/h until 6 am.',
+     'Storm warning: winds up to ninety kilometers per hour until six a m.'),
 ]
 
 
 @pytest.mark.parametrize("reply, spoken", CORPUS, ids=[f"corpus-{i}" for i in range(len(CORPUS))])
 def test_agent_replies_are_spoken_as_people_say_them(reply, spoken):
+    assert len(CORPUS) >= 60
     assert normalize(reply).text == spoken
 
 

@@ -26,9 +26,9 @@ CURRENCIES = {
 UNITS = {  # unit -> (one, many)
     "km": ("kilometer", "kilometers"), "m": ("meter", "meters"), "cm": ("centimeter", "centimeters"),
     "mm": ("millimeter", "millimeters"), "mi": ("mile", "miles"), "ft": ("foot", "feet"),
-    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "mg": ("milligram", "milligrams"),
+    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "l": ("liter", "liters"), "mg": ("milligram", "milligrams"),
     "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"), "oz": ("ounce", "ounces"),
-    "l": ("liter", "liters"), "ml": ("milliliter", "milliliters"),
+    "ml": ("milliliter", "milliliters"),
     "°C": ("degree Celsius", "degrees Celsius"), "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
     "°": ("degree", "degrees"),
     "KB": ("kilobyte", "kilobytes"), "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"),
@@ -122,3 +122,10 @@ def fraction(numerator: str, denominator: str) -> str:
     if top != 1:
         name = "halves" if bottom == 2 else name + "s"
     return f"{num2words(top)} {name}"
+
+
+def month_day(month: str, day: str, until: str | None = None) -> str:
+    """'Dec 25' -> 'December twenty-fifth'; 'March 3-5' -> 'March third to fifth'."""
+    names = {name.lower()[:3]: name for name in calendar.month_name if name}
+    words = f"{names[month.lower()[:3]]} {ordinal(day)}"
+    return words + (f" to {ordinal(until)}" if until else "")

@@ -11,7 +11,12 @@ import emoji
 from sesame_server.spoken import numbers
 from sesame_server.spoken.text import Builder
 
-_UNIT_NAMES = "|".join(sorted((re.escape(u) for u in numbers.UNITS if len(u) > 1 or u == "°"), key=len, reverse=True))
+# One-letter units that are rarely anything else after a number; m, s, h are durations (below).
+_UNIT_NAMES = "|".join(sorted((re.escape(u) for u in numbers.UNITS if len(u) > 1 or u in "°gl"),
+                              key=len, reverse=True))
+_MONTHS = "|".join(["January", "February", "March", "April", "May", "June", "July", "August", "September",
+                    "October", "November", "December", "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep",
+                    "Sept", "Oct", "Nov", "Dec"])
 _CODES = "|".join(code for code in numbers.CURRENCIES if code.isalpha())
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _PATTERN = re.compile(rf"""
@@ -32,6 +37,7 @@ _PATTERN = re.compile(rf"""
 | (?P<range>\b(?P<r1>{_NUMBER})\s?[-–]\s?(?P<r2>{_NUMBER})\b(?!\.\d))
 | (?P<unit>(?P<un>[-−]?(?:{_NUMBER}))\s?(?P<uu>{_UNIT_NAMES})(?![\w/]))
 | (?P<numsign>(?<![\w&])\#(?P<nsn>\d+)\b)
+| (?P<mdate>\b(?P<mon>{_MONTHS})\.?\s(?P<md1>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?(?:\s?[-–]\s?(?P<md2>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?)?\b(?!:))
 | (?P<usdate>\b(?P<um>0?[1-9]|1[0-2])/(?P<ud>0?[1-9]|[12]\d|3[01])/(?P<uy>\d{{4}})\b)
 | (?P<fraction>(?<![\w/])(?P<fn>\d{{1,2}})/(?P<fd>\d{{1,2}})(?![\w/]))
 | (?P<path>(?<![\w/.])(?:~|\.{{1,2}})?/(?:[\w-]+(?:\.[\w-]+)*/)*[\w-]+(?:\.[\w-]+)*/?|\b[\w-]+(?:/[\w-]+)*\.(?:py|js|ts|tsx|json|lock|md|txt|ya?ml|toml|cfg|ini|sh|html|css|csv|log|env|wav|mp3)\b)
@@ -156,6 +162,7 @@ _KINDS = {
     "ordinal": lambda m: numbers.ordinal(m.group("on")),
     "range": lambda m: f"{numbers.cardinal(m.group('r1'))} to {numbers.cardinal(m.group('r2'))}",
     "unit": lambda m: numbers.unit(m.group("un"), m.group("uu")),
+    "mdate": lambda m: numbers.month_day(m.group("mon"), m.group("md1"), m.group("md2")),
     "usdate": lambda m: numbers.date(m.group("uy"), m.group("um"), m.group("ud")),
     "fraction": lambda m: numbers.fraction(m.group("fn"), m.group("fd")),
     "numsign": lambda m: "number " + numbers.cardinal(m.group("nsn")),

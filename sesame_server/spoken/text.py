@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TERMINAL = ".!?…:;"
+CLOSERS = "\"')]”’"
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,17 @@ class Builder:
             self.say(" ", at, at)
 
     def end_sentence(self, at: int) -> None:
-        """A full stop after a heading, list item or table row that has none."""
-        index = len(self._chars) - 1
-        while index >= 0 and self._chars[index].isspace():
-            index -= 1
-        if index >= 0 and self._chars[index] not in TERMINAL and self._chars[index] not in "\"')]”’":
-            self._chars.insert(index + 1, ".")
-            self._spans.insert(index + 1, (at, at))
+        """A full stop after a heading, list item or table row that has none (looking past
+        closing brackets and quotes: "Eggs (12)" needs one, "He said 'stop.'" does not)."""
+        last = len(self._chars) - 1
+        while last >= 0 and self._chars[last].isspace():
+            last -= 1
+        inner = last
+        while inner >= 0 and self._chars[inner] in CLOSERS:
+            inner -= 1
+        if last >= 0 and (inner < 0 or self._chars[inner] not in TERMINAL):
+            self._chars.insert(last + 1, ".")
+            self._spans.insert(last + 1, (at, at))
         self.space(at)
 
     def build(self) -> Spoken:
