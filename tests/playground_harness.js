@@ -21,7 +21,7 @@ class Element {
 const elements = {};
 // What the page's HTML sets before its script runs.
 const initial = {text: {value: "Hello there. This is a playground test."}, speed: {value: "1"},
-                 conversation: {checked: true}, banner: {hidden: true}, "key-form": {hidden: true},
+                 conversation: {checked: true}, banner: {hidden: true}, "key-form": {hidden: true}, spoken: {hidden: true},
                  download: {hidden: true}, stop: {disabled: true}};
 const document = {
   getElementById(id) {
@@ -87,6 +87,7 @@ vm.createContext(sandbox);
     const last = requests.filter((r) => r.path === "/v1/audio/speech" || r.path.startsWith("/v1/text-to-dialogue")).pop();
     turns.push({stats: elements.stats.textContent, seconds: scheduled.reduce((s, b) => s + b.seconds, 0),
                 blocks: scheduled.length, rms: Math.max(0, ...scheduled.map((b) => b.rms)),
+                spoken: $("spoken").hidden ? null : $("spoken").textContent,
                 requestId: last.headers["x-request-id"], session: last.sent["X-Session-Id"] || null, path: last.path,
                 body: last.body ? JSON.parse(last.body) : null,
                 download: elements.download.hidden ? null : elements.download.href});

@@ -104,8 +104,11 @@ def test_it_plays_and_stop_silences_it_even_after_the_download(browser, piper_se
 
 def test_stop_right_away_and_what_piper_cannot_do_is_said(browser, piper_server):
     _open(browser, f"{piper_server.url}/")
+    browser.execute_script("document.getElementById('text').value = '**Total:** $12.50 🎉'")
     browser.find_element("id", "speak").click()
     browser.find_element("id", "stop").click()  # before any audio
+    _until(lambda: browser.find_element("id", "spoken").is_displayed())
+    assert browser.find_element("id", "spoken").text == "Spoken as: Total: twelve dollars and fifty cents."
     assert browser.execute_script("return window.__contexts.every((c) => c.state !== 'running')")
     assert not browser.find_element("id", "conversation").is_enabled()
     assert "CSM backend" in browser.find_element("id", "conversation-note").text

@@ -57,6 +57,7 @@ def test_page_lists_the_voices_and_streams_speech(piper_server):
     assert turn["blocks"] > 1 and turn["rms"] > 0.01
     assert re.match(r"first audio after \d+ ms", turn["stats"])
     assert turn["download"], "no WAV to download"
+    assert turn["spoken"] is None  # plain text: nothing to show
 
 
 def test_page_speaks_a_dialogue(piper_server):

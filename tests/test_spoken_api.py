@@ -57,3 +57,13 @@ def test_timestamps_cover_the_text_as_sent_and_as_spoken(piper_server):
     assert "".join("".join(c["alignment"]["characters"]) for c in chunks if c["alignment"]) == REPLY
     assert "".join("".join(c["normalized_alignment"]["characters"]) for c in chunks
                    if c["normalized_alignment"]) == SPOKEN
+
+
+def test_the_normalize_route_says_what_will_be_spoken(piper_server):
+    said = requests.post(f"{piper_server.url}/v1/text/normalize", json={"text": REPLY}).json()
+    assert said == {"text": REPLY, "spoken": SPOKEN, "changed": True}
+    off = requests.post(f"{piper_server.url}/v1/text/normalize",
+                        json={"text": REPLY, "apply_text_normalization": "off"}).json()
+    assert off["spoken"] == REPLY and not off["changed"]
+    bad = requests.post(f"{piper_server.url}/v1/text/normalize", json={"text": 5})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "text"

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from sesame_server.api import dialect, docs, guard, models, ops
+from sesame_server.api import dialect, docs, guard, models, ops, spoken_route
 from sesame_server.api import elevenlabs as elevenlabs_api
 from sesame_server.api import openai as openai_api
 from sesame_server.api.errors import APIError
@@ -35,7 +35,7 @@ def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Bl
     """A fresh parent blueprint (one per app) with every dialect nested; `record` receives
     each finished request's log fields and job (metrics)."""
     parent = Blueprint(PARENT, __name__)
-    for child in (openai_api.bp, *elevenlabs_api.blueprints, models.bp, docs.bp):
+    for child in (openai_api.bp, *elevenlabs_api.blueprints, models.bp, docs.bp, spoken_route.bp):
         parent.register_blueprint(child)
     if ops_routes:
         parent.register_blueprint(ops.bp)

@@ -26,6 +26,7 @@ _BY_BLUEPRINT: dict[str, str | None] = {
     "models": None,
     "ops": SYSTEM,
     "docs": SYSTEM,
+    "spoken": SYSTEM,
 }
 _ELEVENLABS_PATHS = ("/v1/text-to-speech", "/v1/text-to-dialogue", "/v1/voices", "/v2/voices", "/v1/user")
 

@@ -19,6 +19,7 @@ from sesame_server.api.elevenlabs.dialogue import TextToDialogueBody
 from sesame_server.api.elevenlabs.schema import TextToSpeechBody, TextToSpeechQuery
 from sesame_server.api.elevenlabs.stream_input import StreamInputQuery
 from sesame_server.api.models import ELEVENLABS_ALIASES
+from sesame_server.api.spoken_route import NormalizeBody
 from sesame_server.api.openai.schema import MODEL_IDS, SpeechBody
 from sesame_server.audio.formats import (ELEVENLABS_FORMATS, ELEVENLABS_STREAM_FORMATS, OPENAI_FORMATS,
                                          elevenlabs_format, openai_format)
@@ -189,6 +190,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/favicon.ico", "getFavicon", (SYSTEM,), "The icon browsers ask for (SVG)",
           _text("image/svg+xml", "Icon"), open=True),
     Route("GET", "/openapi.json", "getOpenAPIDocument", (SYSTEM,), "This document", _json()),
+    Route("POST", "/v1/text/normalize", "normalizeText", (SYSTEM,), "What the voice will say for a text",
+          _json(), errors=(400,), body=NormalizeBody, example={"text": "**Total:** $12.50"}),
 )
 
 PATH_PARAMETER_DESCRIPTIONS = {

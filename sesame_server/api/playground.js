@@ -128,8 +128,20 @@ function speechRequest(signal, extra) {
   });
 }
 
+// What the voice says for the text (markdown, numbers, links... normalized), shown under it.
+async function showSpoken(text) {
+  const response = await fetch(api("/v1/text/normalize"), {
+    method: "POST", headers: headers({"Content-Type": "application/json"}), body: JSON.stringify({text}),
+  }).catch(() => null);
+  if (!response || !response.ok) return;
+  const body = await response.json();
+  $("spoken").textContent = body.changed ? "Spoken as: " + body.spoken : "";
+  $("spoken").hidden = !body.changed;
+}
+
 async function speak() {
   stop();
+  if (!$("dialogue").checked) showSpoken($("text").value);
   const controller = new AbortController();
   const context = new AudioContext({sampleRate: SAMPLE_RATE});
   const current = {controller, context, timer: null};

@@ -1,0 +1,36 @@
+"""POST /v1/text/normalize: what the voice will say for a text (the playground shows it;
+any client can check its replies). Same front end, same settings as the speech routes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from sesame_server.api.errors import APIError
+from sesame_server.api.validation import json_body, validate
+from sesame_server.context.fields import Text
+from sesame_server.runtime import runtime
+from sesame_server.spoken.policy import spoken_text
+
+bp = Blueprint("spoken", __name__, url_prefix="/v1/text")
+
+
+class NormalizeBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", title="Text normalization request")
+
+    text: Text = Field(description="Text as a client would send it to a speech route.")
+    apply_text_normalization: Literal["auto", "on", "off"] | None = Field(
+        None, description="As ElevenLabs' field; default: TEXT_NORMALIZATION.")
+
+
+@bp.post("/normalize")
+def normalize_text() -> Response:
+    rt = runtime()
+    body = validate(NormalizeBody, json_body(400), status=400)
+    if len(body.text) > rt.settings.max_input_length:
+        raise APIError(400, f"text is {len(body.text)} characters; the maximum is {rt.settings.max_input_length}.",
+                       param="text", code="input_too_long")
+    spoken = spoken_text(body.text, rt.settings, body.apply_text_normalization)
+    return jsonify({"text": body.text, "spoken": spoken.text, "changed": spoken.text != body.text})
