@@ -213,3 +213,16 @@ def test_a_long_reply_normalizes_in_milliseconds():
         normalize(reply)
         times.append(time.perf_counter() - started)
     assert statistics.median(times) < 5.0  # seconds: only catches a pathological regression
+
+
+def test_a_voice_can_turn_normalization_off_and_a_request_still_wins():
+    from sesame_server.backends.base import Voice
+    from sesame_server.config import Settings
+    from sesame_server.spoken.policy import spoken_text
+
+    raw = Voice(id="mine", name="Mine", labels={"text_normalization": "off"})
+    assert spoken_text("$5", Settings(), voice=raw).text == "$5"
+    assert spoken_text("$5", Settings(), "on", raw).text == "five dollars."
+    assert spoken_text("$5", Settings(text_normalization="off")).text == "$5"
+    assert spoken_text("$5", Settings(text_normalization="off"), "on").text == "five dollars."
+    assert spoken_text("$5", Settings(), voice=Voice(id="v", name="V")).text == "five dollars."

@@ -89,7 +89,7 @@ class Speaker:
         if self.cancel.is_set():
             return
         voicing = voice or self.voicing
-        spoken = spoken_text(text, self.rt.settings, voicing.normalization)
+        spoken = spoken_text(text, self.rt.settings, voicing.normalization, self.rt.catalogue.get(voicing.voice))
         job = self._submit(spoken.text, voicing)
         self.current = job
         base = self._pipeline.seconds_out

@@ -90,7 +90,7 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
         context = plan_context(rt.turns, rt.settings, body, voice.id, caller, rt.metrics.observe_context_lookup)
     except ContextError as exc:
         raise APIError(422, str(exc), param=exc.param, code=exc.code) from None
-    spoken = spoken_text(text, rt.settings, body.apply_text_normalization)
+    spoken = spoken_text(text, rt.settings, body.apply_text_normalization, voice)
     speech = SpeechRequest(
         text=spoken.text, voice=voice.id, request_id=request_id, speed=settings["speed"], stream=streaming,
         seed=body.seed,

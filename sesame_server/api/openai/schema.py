@@ -71,7 +71,7 @@ def parse_speech(body: SpeechBody, rt: Runtime, caller: Caller, request_id: str)
     except ContextError as exc:
         raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
     speech = SpeechRequest(  # OpenAI always normalizes (TEXT_NORMALIZATION=off turns it off)
-        text=spoken_text(text, rt.settings).text, voice=voice, request_id=request_id,
+        text=spoken_text(text, rt.settings, voice=rt.catalogue.get(voice)).text, voice=voice, request_id=request_id,
         speed=float(body.speed or 1.0), stream=True,
         reference=rt.custom_voices.reference(voice), context=context.context,
         previous_text=context.previous_text, conversation=context.conversation,
