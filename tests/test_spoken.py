@@ -226,3 +226,42 @@ def test_a_voice_can_turn_normalization_off_and_a_request_still_wins():
     assert spoken_text("$5", Settings(text_normalization="off")).text == "$5"
     assert spoken_text("$5", Settings(text_normalization="off"), "on").text == "five dollars."
     assert spoken_text("$5", Settings(), voice=Voice(id="v", name="V")).text == "five dollars."
+
+
+RULES = [  # one line per rule of rules.py: (kind, written, spoken)
+    ("url", "Go to https://www.example.com/a-b/c?x=1#y now", "Go to example dot com slash a b slash c now."),
+    ("email", "Write to a.b@mail.example.org", "Write to a dot b at mail dot example dot org."),
+    ("phone", "Call 555-123-4567", "Call five five five, one two three, four five six seven."),
+    ("domain", "Visit github.com/org/repo", "Visit github dot com slash org slash repo."),
+    ("date", "On 1999-12-31", "On December thirty-first, nineteen ninety-nine."),
+    ("mdate", "By Sep 1st", "By September first."),
+    ("usdate", "On 7/4/1976", "On July fourth, nineteen seventy-six."),
+    ("fraction", "Add 2/3 cup", "Add two thirds cup."),
+    ("time", "At 07:05", "At seven oh five."),
+    ("hour", "At 5 PM", "At five p m."),
+    ("duration", "Took 90s", "Took ninety seconds."),
+    ("magnitude", "3B users", "three billion users."),
+    ("version", "Use v1.2", "Use version one point two."),
+    ("curpre", "Only ¥500", "Only five hundred yen."),
+    ("curpost", "Pay 20 CHF", "Pay twenty francs."),
+    ("percent", "Down -2.5%", "Down minus two point five percent."),
+    ("ordinal", "The 2nd try", "The second try."),
+    ("range", "Pages 10-12", "Pages ten to twelve."),
+    ("unit", "Run 10 km", "Run ten kilometers."),
+    ("numsign", "Issue #7", "Issue number seven."),
+    ("path", "Open ~/notes.txt", "Open home slash notes dot txt."),
+    ("year", "Since 1984", "Since nineteen eighty-four."),
+    ("number", "Has 1,000,001 rows", "Has one million and one rows."),
+    ("hashtag", "Tag #MachineLearning", "Tag hashtag Machine Learning."),
+    ("mention", "Ask @bob_smith", "Ask at bob smith."),
+    ("abbr", "Fruit, e.g. apples, etc.", "Fruit, for example apples, et cetera."),
+    ("math", "5 × 3 = 15", "five times three equals fifteen."),
+    ("emoticon", "Nice ;-)", "Nice."),
+    ("marks", "A **streamed piece", "A streamed piece."),
+    ("emoji", "Yes ✅", "Yes."),
+]
+
+
+@pytest.mark.parametrize("kind, written, spoken", RULES, ids=[kind for kind, _, _ in RULES])
+def test_each_rule(kind, written, spoken):
+    assert normalize(written).text == spoken

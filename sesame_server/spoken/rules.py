@@ -45,12 +45,16 @@ _PATTERN = re.compile(rf"""
 | (?P<number>(?:(?<=\s)|(?<=^)|(?<=\())[-−](?:{_NUMBER})\b|\b(?:{_NUMBER})\b)
 | (?P<hashtag>(?<![\w#&])\#(?P<ht>[A-Za-z]\w*))
 | (?P<mention>(?<![\w@])@(?P<mt>[A-Za-z]\w*))
-| (?P<abbr>\b(?:e\.g\.|i\.e\.|etc\.|vs\.|approx\.)(?!\w))
+| (?P<abbr>\b(?:e\.g\.|i\.e\.|etc\.|vs\.|approx\.|Dr\.|Mr\.|Mrs\.|Ms\.|Prof\.)(?!\w))
+| (?P<math>(?<=[\d\s])[+=×÷<>≤≥≈±≠](?=\s?[\d-]))
 | (?P<emoticon>(?<![\w:;])[:;]-?[()DPp](?![\w()]))
 | (?P<marks>(?<![\w*_~`])[*_~`]{{1,3}}(?=\w)|(?<=[\w.!?:])[*_~`]{{1,3}}(?![\w*_~`]))
 """, re.X)
 _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera", "vs.": "versus",
-                  "approx.": "approximately"}
+                  "approx.": "approximately", "dr.": "Doctor", "mr.": "Mister", "mrs.": "Missus", "ms.": "Miz",
+                  "prof.": "Professor"}
+_MATH = {"+": "plus", "=": "equals", "×": "times", "÷": "divided by", "<": "is less than", ">": "is greater than",
+         "≤": "is at most", "≥": "is at least", "≈": "is about", "±": "plus or minus", "≠": "is not"}
 MAX_SPOKEN_PATH = 40  # a URL path longer than this is left out: nobody reads it aloud
 
 
@@ -172,6 +176,7 @@ _KINDS = {
     "hashtag": lambda m: "hashtag " + _camel(m.group("ht")),
     "mention": lambda m: "at " + _camel(m.group("mt")),
     "abbr": lambda m: _ABBREVIATIONS[m.group("abbr").lower()],
+    "math": lambda m: _MATH[m.group("math")],
     "emoticon": lambda m: "",  # :) ;-) as the emoji they stand for: not said
     "marks": lambda m: "",  # emphasis marks markdown could not pair (text streamed in pieces)
 }
