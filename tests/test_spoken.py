@@ -138,6 +138,14 @@ CORPUS = [
 ]
 
 
+def test_the_whole_corpus_as_a_table():
+    """Every case at once: a failure prints the table of what was expected and what was said."""
+    rows = [(reply, spoken, normalize(reply).text) for reply, spoken in CORPUS]
+    wrong = [row for row in rows if row[1] != row[2]]
+    table = "\n".join(f"| {reply!r} | {expected!r} | {said!r} |" for reply, expected, said in wrong)
+    assert not wrong, f"{len(wrong)} of {len(rows)} replies are spoken differently:\n| written | expected | said |\n{table}"
+
+
 @pytest.mark.parametrize("reply, spoken", CORPUS, ids=[f"corpus-{i}" for i in range(len(CORPUS))])
 def test_agent_replies_are_spoken_as_people_say_them(reply, spoken):
     assert len(CORPUS) >= 60

@@ -55,6 +55,9 @@ _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera",
                   "prof.": "Professor"}
 _MATH = {"+": "plus", "=": "equals", "×": "times", "÷": "divided by", "<": "is less than", ">": "is greater than",
          "≤": "is at most", "≥": "is at least", "≈": "is about", "±": "plus or minus", "≠": "is not"}
+# Where emoji live (a quick test before the emoji library's slower scan; "°", "€" are not).
+_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u21aa\u231a-\u23ff\u24c2"
+                          "\u25aa-\u27bf\u2934\u2935\u2b05-\u2b55\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF]")
 MAX_SPOKEN_PATH = 40  # a URL path longer than this is left out: nobody reads it aloud
 
 
@@ -62,7 +65,7 @@ def speak(builder: Builder, start: int, end: int, *, describe_emoji: bool = Fals
     """source[start:end], plain text (no markdown), into `builder` as it should be said."""
     text = builder.source[start:end]
     at = 0
-    for found in (() if text.isascii() else emoji.emoji_list(text)):  # emoji are never ASCII
+    for found in (emoji.emoji_list(text) if _MAYBE_EMOJI.search(text) else ()):
         _words(builder, start + at, start + found["match_start"])
         if describe_emoji:
             name = emoji.demojize(found["emoji"], delimiters=(" ", " ")).replace("_", " ")
@@ -76,7 +79,7 @@ def speak(builder: Builder, start: int, end: int, *, describe_emoji: bool = Fals
 def _words(builder: Builder, start: int, end: int) -> None:
     source = builder.source
     at = start
-    for match in _PATTERN.finditer(source, start, end):
+    for match in _matches(source, start, end):
         spoken = _rewrite(match)
         if spoken is None:
             continue
@@ -84,6 +87,34 @@ def _words(builder: Builder, start: int, end: int) -> None:
         builder.say(spoken, match.start(), match.end())
         at = match.end()
     builder.keep(at, end)
+
+
+# Every match of _PATTERN holds one of these, near its start. Scanning for them first and
+# trying the big pattern only around them is what keeps a long reply fast (the alternation
+# is slow to try at every character of plain prose).
+_TRIGGER = re.compile(r"[\d$€£¥@#/~*_`:;+(=×÷<>≤≥≈±≠%]|https?:|www\.|\.[a-z]{2,4}\b"
+                      r"|\b(?:e\.g|i\.e|etc|vs|approx|Dr|Mr|Mrs|Ms|Prof)\.|[^\x00-\x7f]")
+_WORD_BACK = re.compile(r"\S*\s*\S*$")  # the trigger's word and the one before it (month names)
+_WINDOW_AFTER = 48  # enough for what follows a trigger: " AM", " billion", " km/h", "-4567"
+
+
+def _matches(source: str, start: int, end: int):
+    """_PATTERN.finditer(source, start, end), found near the triggers only."""
+    position = start
+    while position < end:
+        trigger = _TRIGGER.search(source, position, end)
+        if trigger is None:
+            return
+        back = _WORD_BACK.search(source, max(position, trigger.start() - 64), trigger.start())
+        window_end = min(end, trigger.end() + _WINDOW_AFTER)
+        match = _PATTERN.search(source, max(position, back.start() if back else position), window_end)
+        if match is not None and match.end() > window_end - 8 and window_end < end:
+            match = _PATTERN.match(source, match.start(), end) or match  # it may go on past the window
+        if match is None or match.start() > trigger.end() + _WINDOW_AFTER // 2:
+            position = trigger.end()
+            continue
+        yield match
+        position = max(match.end(), position + 1)
 
 
 def _rewrite(m: re.Match) -> str | None:

@@ -8,6 +8,7 @@ the original text (ElevenLabs' `alignment`) come from this mapping, never from a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TERMINAL = ".!?…:;"
@@ -65,25 +66,21 @@ class Builder:
 
     def build(self) -> Spoken:
         """Whitespace runs become one space; no space before punctuation that ends a phrase
-        ("here ." but not "your .env"); trimmed."""
-        source_chars, source_spans = self._chars, self._spans
+        ("here ." but not "your .env"); trimmed. Run by run, not character by character."""
+        text = "".join(self._chars)
         chars: list[str] = []
         spans: list[tuple[int, int]] = []
-        for index, (char, span) in enumerate(zip(source_chars, source_spans)):
-            if char.isspace():
-                if not chars or chars[-1] == " ":
-                    continue
-                char = " "
-            elif char in ".,!?;:" and chars and chars[-1] == " " and _ends_phrase(source_chars, index + 1):
-                chars.pop()
-                spans.pop()
-            chars.append(char)
-            spans.append(span)
-        while chars and chars[-1] == " ":
-            chars.pop()
-            spans.pop()
+        for run in _RUNS.finditer(text):
+            start, end = run.span()
+            if not run.group().isspace():
+                chars.append(run.group())
+                spans.extend(self._spans[start:end])
+            elif chars and end < len(text) and not _TIGHT.match(text, end):
+                chars.append(" ")
+                spans.append(self._spans[start])
         return Spoken(self.source, "".join(chars), tuple(spans))
 
 
-def _ends_phrase(chars: list[str], after: int) -> bool:
-    return after >= len(chars) or chars[after].isspace() or chars[after] in ".,!?;:\"')]”’"
+_RUNS = re.compile(r"\s+|\S+")
+# Punctuation that closes a phrase takes no space before it: "here ." -> "here.", "your .env" stays.
+_TIGHT = re.compile(r"""[.,!?;:](?:\s|$|["')\]”’.,!?;:])""")
