@@ -140,6 +140,18 @@ def test_elevenlabs_previous_request_ids_resolve_to_the_cached_turn(server):
         job = server.job(response.headers["request-id"])
     assert {t.turn_id for t in job.request.context} == {ids[1]} and job.request.previous_text is None
 
+    # Turns remember the spoken form ("five dollars"); previous_text is what the client wrote ("$5").
+    with client.text_to_speech.with_raw_response.convert(voice_id, text="It costs **$5**.",
+                                                         output_format="pcm_24000") as r:
+        b"".join(r.data)
+        priced = r.headers["request-id"]
+    assert server.job(priced).request.text == "It costs five dollars."
+    with client.text_to_speech.with_raw_response.convert(
+            voice_id, text="That is cheap.", output_format="pcm_24000", previous_text="It costs **$5**.") as r:
+        b"".join(r.data)
+        job = server.job(r.headers["request-id"])
+    assert {t.turn_id for t in job.request.context} == {priced}
+
 
 def test_sessions_cannot_reference_each_others_turns(server):
     mine, _ = speak(server, "A private turn.", session="alice", audio_ref="secret")

@@ -20,6 +20,7 @@ from sesame_server.context.fields import MAX_REF_LENGTH, ContextFields
 from sesame_server.context.turns import Turn, TurnCache
 from sesame_server.engine.job import Job
 from sesame_server.engine.request import ContextTurn, Conversation
+from sesame_server.spoken.policy import spoken_text
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,15 @@ def plan_context(cache: TurnCache | None, settings: Settings, fields: ContextFie
                 found = ContextTurn(text=item.text, speaker=default_speaker if item.speaker is None else item.speaker)
             turns.append(found)
         if previous_text:
-            spoken = cache.find_text(owner, previous_text)
+            # Turns remember what was spoken (the text front end's form); the client sends what it wrote.
+            said = spoken_text(previous_text, settings).text
+            spoken = cache.find_text(owner, previous_text, said)
             observe_lookup(spoken is not None)
             if spoken is not None:
                 turns.append(spoken)
                 previous_text = None
+            else:
+                previous_text = said  # text-only context: in the form the model reads
     else:
         recent = cache.recent(session, within=settings.context_session_gap_seconds)
         observe_lookup(bool(recent))

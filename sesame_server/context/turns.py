@@ -115,13 +115,14 @@ class TurnCache:
             self.misses += 1
             return None
 
-    def find_text(self, owner: str, text: str) -> Turn | None:
-        """The newest turn of `owner` that spoke exactly `text` (ElevenLabs previous_text)."""
-        wanted = " ".join(text.split())
+    def find_text(self, owner: str, *texts: str) -> Turn | None:
+        """The newest turn of `owner` that spoke exactly one of `texts` (ElevenLabs
+        previous_text: as the client sent it, or as it was spoken)."""
+        wanted = {" ".join(text.split()) for text in texts}
         with self._lock:
             for state in reversed(self._sessions.values()):
                 for turn in reversed(state.turns.values()):
-                    if turn.owner == owner and " ".join(turn.text.split()) == wanted:
+                    if turn.owner == owner and " ".join(turn.text.split()) in wanted:
                         self.hits += 1
                         return turn
             self.misses += 1
