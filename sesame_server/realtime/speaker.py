@@ -60,7 +60,6 @@ class AudioChunk:
     audio: bytes
     alignment: Alignment  # spoken characters this audio covers, times from the chunk's own start
     source_alignment: Alignment  # the same audio's characters of the text as sent
-    start_seconds: float = 0.0  # where the chunk starts in the context's stream
 
 
 @dataclass
@@ -165,7 +164,7 @@ class Speaker:
         start = self._sent_seconds  # in the context's stream; the timelines count from its piece
         self._sent_seconds = self._pipeline.seconds_out
         offset = start - piece_start
-        return AudioChunk(audio, _shifted(said, offset), _shifted(sent, offset), start)
+        return AudioChunk(audio, _shifted(said, offset), _shifted(sent, offset))
 
 
 def _shifted(alignment: Alignment, start: float) -> Alignment:

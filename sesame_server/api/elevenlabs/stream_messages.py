@@ -26,7 +26,7 @@ from sesame_server.engine.alignment import Alignment
 from sesame_server.realtime.text_buffer import MAX_SCHEDULE, MIN_SCHEDULE
 
 MAX_CONTEXT_ID_LENGTH = 128
-POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1008, 1009, 1011, 1013  # WebSocket close codes
+POLICY, INTERNAL, TRY_AGAIN = 1008, 1011, 1013  # close codes we send (websockets itself sends 1009)
 
 
 class ProtocolError(ValueError):

@@ -156,28 +156,28 @@ class StreamSession:
 
     def _close_context(self, context: Context) -> None:
         if context.input_ended and not context.ending:
-            context.ending = True
-            self._queue(context, self._piece(context, context.buffer.flush()))
-            self._queue(context, _FINISH)
+            self._drain(context)
         else:
             self._interrupt(context, "closed by the client")
 
     def _end_single(self, context: Context) -> None:
-        self._queue(context, self._piece(context, context.buffer.flush()))
-        context.ending = True
-        self._queue(context, _FINISH)
-        self._close_socket(graceful_contexts=False)
+        self._drain(context)
+        self._close_socket()
 
-    def _close_socket(self, graceful_contexts: bool = True) -> None:
+    def _close_socket(self) -> None:
         """close_socket: every context's input is complete; speak what is queued, then close 1000."""
         self._closing = True
-        if graceful_contexts:
-            for context in list(self.contexts.values()):
-                if not context.ending:
-                    context.ending = True
-                    self._queue(context, self._piece(context, context.buffer.flush()))
-                    self._queue(context, _FINISH)
+        for context in list(self.contexts.values()):
+            self._drain(context)
         self._work.put((None, _CLOSE_SOCKET))
+
+    def _drain(self, context: Context) -> None:
+        """No more input for `context`: what it buffered is spoken, then isFinal."""
+        if context.ending:
+            return
+        context.ending = True
+        self._queue(context, self._piece(context, context.buffer.flush()))
+        self._queue(context, _FINISH)
 
     def _interrupt(self, context: Context, why: str) -> None:
         context.speaker.stop()  # the engine stops within one frame
