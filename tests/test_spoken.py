@@ -181,6 +181,7 @@ def test_a_rewrite_maps_to_what_it_replaced():
     "| a |\n|---|\n| |",
     "```\nunterminated fence",
     "\x00\x01 weird \ud7ff chars",
+    "a lone surrogate \ud800 **from JSON**",
     "9" * 400,
     "-" * 5000,
 ])
@@ -252,6 +253,7 @@ RULES = [  # one line per rule of rules.py: (kind, written, spoken)
     ("version", "Use v1.2", "Use version one point two."),
     ("curpre", "Only ¥500", "Only five hundred yen."),
     ("curpost", "Pay 20 CHF", "Pay twenty francs."),
+    ("curpost", "Coffee is 3,50 € or 2.80 €", "Coffee is three euros and fifty cents or two euros and eighty cents."),
     ("percent", "Down -2.5%", "Down minus two point five percent."),
     ("ordinal", "The 2nd try", "The second try."),
     ("range", "Pages 10-12", "Pages ten to twelve."),
@@ -273,3 +275,15 @@ RULES = [  # one line per rule of rules.py: (kind, written, spoken)
 @pytest.mark.parametrize("kind, written, spoken", RULES, ids=[kind for kind, _, _ in RULES])
 def test_each_rule(kind, written, spoken):
     assert normalize(written).text == spoken
+
+
+def test_the_bench_reports_every_kind_of_reply(tmp_path):
+    import argparse
+    import json
+
+    from sesame_server import bench_text
+    bench_text.run(argparse.Namespace(json=str(tmp_path / "text.json")), rounds=3)
+    report = json.loads((tmp_path / "text.json").read_text())
+    assert set(report) == {"markdown", "numbers", "prose", "sentence"}
+    assert report["markdown"]["characters"] == 4096 and report["markdown"]["spoken_characters"] > 3000
+    assert all(row["median_ms"] > 0 for row in report.values())

@@ -49,4 +49,4 @@ def normalize(text: str, *, read_code: bool = False, describe_emoji: bool = Fals
 
 def unchanged(text: str) -> Spoken:
     """No normalization (apply_text_normalization: off): the text byte for byte."""
-    return Spoken(text, text, tuple((index, index + 1) for index in range(len(text))))
+    return Spoken(text, text)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
-
 from functools import lru_cache
 
 from num2words import num2words as _num2words
@@ -40,6 +38,12 @@ UNITS = {  # unit -> (one, many)
     "GHz": ("gigahertz", "gigahertz"), "px": ("pixel", "pixels"),
 }
 
+
+# English names, whatever the server's locale (calendar.month_name follows the locale and
+# calls strftime on every lookup).
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+_MONTH_BY_PREFIX = {name.lower()[:3]: name for name in MONTHS}
 
 MAX_GROUPED_DIGITS = 15  # beyond this a number is read digit by digit
 
@@ -110,7 +114,7 @@ def clock(hour: str, minute: str, meridiem: str | None) -> str:
 
 
 def date(year_: str, month: str, day: str) -> str:
-    return f"{calendar.month_name[int(month)]} {ordinal(day)}, {year(year_)}"
+    return f"{MONTHS[int(month) - 1]} {ordinal(day)}, {year(year_)}"
 
 
 def fraction(numerator: str, denominator: str) -> str:
@@ -126,6 +130,5 @@ def fraction(numerator: str, denominator: str) -> str:
 
 def month_day(month: str, day: str, until: str | None = None) -> str:
     """'Dec 25' -> 'December twenty-fifth'; 'March 3-5' -> 'March third to fifth'."""
-    names = {name.lower()[:3]: name for name in calendar.month_name if name}
-    words = f"{names[month.lower()[:3]]} {ordinal(day)}"
+    words = f"{_MONTH_BY_PREFIX[month.lower()[:3]]} {ordinal(day)}"
     return words + (f" to {ordinal(until)}" if until else "")

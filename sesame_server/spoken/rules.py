@@ -31,7 +31,7 @@ _PATTERN = re.compile(rf"""
 | (?P<magnitude>\b(?P<mn>\d+(?:\.\d+)?)(?P<mm>[KMB]|bn)\b)
 | (?P<version>\bv(?P<vn>\d+(?:\.\d+){{1,3}})\b|\b\d+\.\d+\.\d+(?:\.\d+)?\b)
 | (?P<curpre>(?P<cs>[$€£¥])\s?(?P<ca>{_NUMBER})(?:\s?(?P<cmag>thousand|million|billion|trillion|bn|[kKMB])\b)?)
-| (?P<curpost>(?P<ca2>{_NUMBER})\s?(?P<cc>{_CODES})\b)
+| (?P<curpost>(?P<ca2>{_NUMBER}|\d+,\d{{2}}(?!\d))\s?(?:(?P<cc>{_CODES})\b|(?P<cs2>[€£])))
 | (?P<percent>(?P<pn>[-−]?(?:{_NUMBER}))\s?%)
 | (?P<ordinal>\b(?P<on>\d+)(?:st|nd|rd|th)\b)
 | (?P<range>\b(?P<r1>{_NUMBER})\s?[-–]\s?(?P<r2>{_NUMBER})\b(?!\.\d))
@@ -55,66 +55,69 @@ _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera",
                   "prof.": "Professor"}
 _MATH = {"+": "plus", "=": "equals", "×": "times", "÷": "divided by", "<": "is less than", ">": "is greater than",
          "≤": "is at most", "≥": "is at least", "≈": "is about", "±": "plus or minus", "≠": "is not"}
-# Where emoji live (a quick test before the emoji library's slower scan; "°", "€" are not).
-_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u21aa\u231a-\u23ff\u24c2"
-                          "\u25aa-\u27bf\u2934\u2935\u2b05-\u2b55\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF]")
+# Runs of characters emoji are made of (pictographs, joiners, variation selectors, skin
+# tones, tags): the emoji library's scan, slow over a whole reply, only looks at these.
+_EMOJI_RUN = re.compile("(?:[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u21aa\u231a-\u23ff\u24c2"
+                        "\u25aa-\u27bf\u2934\u2935\u2b05-\u2b55\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF]"
+                        "[\u200d\ufe0f\u20e3\U0001F3FB-\U0001F3FF\U000E0020-\U000E007F]*)+")
 MAX_SPOKEN_PATH = 40  # a URL path longer than this is left out: nobody reads it aloud
 
 
 def speak(builder: Builder, start: int, end: int, *, describe_emoji: bool = False) -> None:
     """source[start:end], plain text (no markdown), into `builder` as it should be said."""
-    text = builder.source[start:end]
-    at = 0
-    for found in (emoji.emoji_list(text) if _MAYBE_EMOJI.search(text) else ()):
-        _words(builder, start + at, start + found["match_start"])
-        if describe_emoji:
-            name = emoji.demojize(found["emoji"], delimiters=(" ", " ")).replace("_", " ")
-            builder.say(name, start + found["match_start"], start + found["match_end"])
-        else:
-            builder.say(" ", start + found["match_start"], start + found["match_end"])
-        at = found["match_end"]
-    _words(builder, start + at, end)
+    at = start
+    for run in _EMOJI_RUN.finditer(builder.source, start, end):
+        for found in emoji.emoji_list(run.group()):
+            first, last = run.start() + found["match_start"], run.start() + found["match_end"]
+            _words(builder, at, first)
+            if describe_emoji:
+                name = emoji.demojize(found["emoji"], delimiters=(" ", " ")).replace("_", " ")
+                builder.say(name, first, last)
+            else:
+                builder.say(" ", first, last)
+            at = last
+    _words(builder, at, end)
 
 
 def _words(builder: Builder, start: int, end: int) -> None:
+    """source[start:end] with every match of _PATTERN rewritten. The big pattern is tried
+    only where a match can start: from the start of each trigger's word up to the trigger
+    (the alternation is slow to try at every character of plain prose)."""
     source = builder.source
-    at = start
-    for match in _matches(source, start, end):
-        spoken = _rewrite(match)
-        if spoken is None:
-            continue
-        builder.keep(at, match.start())
-        builder.say(spoken, match.start(), match.end())
-        at = match.end()
-    builder.keep(at, end)
-
-
-# Every match of _PATTERN holds one of these, near its start. Scanning for them first and
-# trying the big pattern only around them is what keeps a long reply fast (the alternation
-# is slow to try at every character of plain prose).
-_TRIGGER = re.compile(r"[\d$€£¥@#/~*_`:;+(=×÷<>≤≥≈±≠%]|https?:|www\.|\.[a-z]{2,4}\b"
-                      r"|\b(?:e\.g|i\.e|etc|vs|approx|Dr|Mr|Mrs|Ms|Prof)\.|[^\x00-\x7f]")
-_WORD_BACK = re.compile(r"\S*\s*\S*$")  # the trigger's word and the one before it (month names)
-_WINDOW_AFTER = 48  # enough for what follows a trigger: " AM", " billion", " km/h", "-4567"
-
-
-def _matches(source: str, start: int, end: int):
-    """_PATTERN.finditer(source, start, end), found near the triggers only."""
-    position = start
+    at = position = start
     while position < end:
         trigger = _TRIGGER.search(source, position, end)
         if trigger is None:
-            return
-        back = _WORD_BACK.search(source, max(position, trigger.start() - 64), trigger.start())
-        window_end = min(end, trigger.end() + _WINDOW_AFTER)
-        match = _PATTERN.search(source, max(position, back.start() if back else position), window_end)
-        if match is not None and match.end() > window_end - 8 and window_end < end:
-            match = _PATTERN.match(source, match.start(), end) or match  # it may go on past the window
-        if match is None or match.start() > trigger.end() + _WINDOW_AFTER // 2:
-            position = trigger.end()
-            continue
-        yield match
-        position = max(match.end(), position + 1)
+            break
+        first, last = trigger.span()
+        word = max(position, first - _LONGEST_LEAD, source.rfind(" ", position, first) + 1,
+                   source.rfind("\n", position, first) + 1, source.rfind("\t", position, first) + 1)
+        position = last
+        for candidate in range(word, last):
+            if candidate > word and source[candidate].isalpha() and _in_word(source[candidate - 1]):
+                continue  # every rule starting with a letter starts at a word boundary
+            match = _PATTERN.match(source, candidate, end)
+            if match is None:
+                continue
+            position = max(match.end(), candidate + 1)
+            spoken = _rewrite(match)
+            if spoken is not None:
+                builder.keep(at, candidate)
+                builder.say(spoken, candidate, match.end())
+                at = match.end()
+            break
+    builder.keep(at, end)
+
+
+# Every match of _PATTERN holds one of these in its first word.
+_TRIGGER = re.compile(r"[\d$€£¥@#/~*_`:;+(=×÷<>≤≥≈±≠%]|https?:|www\.|\.[a-z]{2,4}\b"
+                      r"|\b(?:e\.g|i\.e|etc|vs|approx|Dr|Mr|Mrs|Ms|Prof)\.|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                      r"|[^\x00-\x7f]")
+_LONGEST_LEAD = 64  # how far before its trigger a match may start ("jane.doe@", "(555)")
+
+
+def _in_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _rewrite(m: re.Match) -> str | None:
@@ -176,6 +179,11 @@ def _path(m: re.Match) -> str:
     return ("slash " if path.startswith("/") else "") + words.replace("~", "home")
 
 
+def _decimal_comma(amount: str) -> str:
+    """'3,50' (an amount written the European way, before €/£ or a code) -> '3.50'."""
+    return amount.replace(",", ".") if re.fullmatch(r"\d+,\d{2}", amount) else amount
+
+
 def _camel(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|_", " ", name).strip()
 
@@ -192,7 +200,7 @@ _KINDS = {
     "time": _time,
     "version": _version,
     "curpre": lambda m: numbers.currency(m.group("cs"), m.group("ca"), m.group("cmag")),
-    "curpost": lambda m: numbers.currency(m.group("cc"), m.group("ca2")),
+    "curpost": lambda m: numbers.currency(m.group("cc") or m.group("cs2"), _decimal_comma(m.group("ca2"))),
     "percent": lambda m: numbers.cardinal(m.group("pn")) + " percent",
     "ordinal": lambda m: numbers.ordinal(m.group("on")),
     "range": lambda m: f"{numbers.cardinal(m.group('r1'))} to {numbers.cardinal(m.group('r2'))}",
