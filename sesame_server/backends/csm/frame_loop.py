@@ -16,25 +16,15 @@ What it does differently from mlx-audio's `Model.generate`:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import mlx.core as mx
 import numpy as np
 
 from .kv_cache import BackboneCache
+from .loop_state import LoopState
 from .prompt import TokenFrames
 from .sampling import SamplingParams, sample
-
-
-@dataclass
-class LoopState:
-    """What the last `generate` left behind for the next segment of the same context."""
-
-    frames: list[np.ndarray] = field(default_factory=list)  # codes [codebooks] per frame
-    ended_with_eos: bool = False
-    cancelled: bool = False
-    unfed: list[np.ndarray] = field(default_factory=list)  # frames not yet in the KV cache
 
 
 class FrameLoop:
@@ -268,10 +258,4 @@ class FrameLoop:
 
     def closing_frames(self, width: int) -> TokenFrames:
         """Token frames that close the last generated segment (pending audio + end frame)."""
-        unfed = self.state.unfed
-        tokens = np.zeros((len(unfed), width), np.int32)
-        mask = np.zeros((len(unfed), width), bool)
-        for row, codes in enumerate(unfed):
-            tokens[row, :-1] = codes
-            mask[row, :-1] = True
-        return TokenFrames(tokens, mask)
+        return self.state.closing_frames(width)

@@ -7,27 +7,12 @@ though sampling runs inside compiled graphs and interleaves with other requests'
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
 import mlx.core as mx
 
-DEFAULT_TEMPERATURE = 0.9
-DEFAULT_TOP_K = 50
+from .sampling_params import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, SamplingParams
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = DEFAULT_TEMPERATURE
-    top_k: int = DEFAULT_TOP_K
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
-
-    def resolved(self, valid_ids: int) -> "SamplingParams":
-        """top_k clamped to the ids that may be emitted (0 or None means all of them)."""
-        top_k = self.top_k if self.top_k and self.top_k > 0 else valid_ids
-        return SamplingParams(temperature=float(self.temperature), top_k=min(int(top_k), valid_ids))
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_K", "SamplingParams", "reference_sampler", "request_sampling", "sample"]
 
 
 def request_sampling(temperature: float | None, seed: int | None) -> tuple[SamplingParams, mx.array]:
