@@ -76,8 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     _backend_options(voices)
     voices.set_defaults(run=cli_say.voices)
 
-    download = sub.add_parser("download", help="fetch the CSM weights, Mimi, tokenizer and voice prompts ahead of time")
+    download = sub.add_parser("download", help="fetch the CSM weights, Mimi, tokenizer and voice prompts ahead of time "
+                                               "(BACKEND=csm-torch: the transformers-layout model)")
     download.set_defaults(run=_download)
+
+    convert = sub.add_parser("convert", help="convert a CSM model directory between the MLX layout (csm) and "
+                                             "transformers' layout (csm-torch)")
+    convert.add_argument("source", help="the model directory to read")
+    convert.add_argument("target", help="a new directory to write (written whole, or not at all)")
+    convert.add_argument("--to", required=True, choices=("transformers", "mlx"), help="the layout to write")
+    convert.set_defaults(run=_convert)
 
     from sesame_server.ops import service_manager
 
@@ -176,10 +184,10 @@ def _banner(rt) -> None:
           "Press Ctrl+C to stop.", flush=True)
 
 
-def _csm(what: str):
-    """The csm plugin (sesame-tts download / bench), or a message saying what to install."""
+def _csm(what: str, name: str = "csm"):
+    """A CSM plugin (sesame-tts download / bench / convert), or a message saying what to install."""
     try:
-        return registry.plugin("csm")
+        return registry.plugin(name)
     except ImportError as exc:
         from sesame_server.ops.advice import missing_dependency
 
@@ -190,14 +198,33 @@ def _download(args: argparse.Namespace, settings: Settings) -> int:
     """Everything CSM needs, into the Hugging Face cache (or checked in MODEL_PATH)."""
     from sesame_server.backends import BackendError
 
-    csm = _csm("sesame-tts download")
+    torch_backend = settings.backend == "csm-torch"
+    csm = _csm("sesame-tts download", "csm-torch" if torch_backend else "csm")
     try:
         paths = csm.download(settings)
     except (BackendError, ImportError) as exc:
         raise Failure(str(exc)) from None
     for what, path in paths.items():
         print(f"  {what:<28} {path}")
-    print("CSM is ready: `sesame-tts serve` uses it (BACKEND=auto picks it on Apple Silicon).")
+    where = "BACKEND=auto picks it where CUDA is available" if torch_backend else "BACKEND=auto picks it on Apple Silicon"
+    print(f"CSM is ready: `sesame-tts serve` uses it ({where}).")
+    return 0
+
+
+def _convert(args: argparse.Namespace, settings: Settings) -> int:
+    from sesame_server.backends import BackendError
+
+    plugin = _csm("sesame-tts convert", "csm-torch")
+    try:
+        written = plugin.convert_model(args.source, args.target, args.to, settings)
+    except ImportError as exc:
+        from sesame_server.ops.advice import missing_dependency
+
+        raise Failure(missing_dependency(exc, "sesame-tts convert")) from None
+    except (BackendError, OSError) as exc:
+        raise Failure(f"convert failed: {exc}") from None
+    backend = "csm-torch" if args.to == "transformers" else "csm"
+    print(f"Wrote {written} ({args.to} layout): BACKEND={backend} MODEL_PATH={written} sesame-tts serve")
     return 0
 
 
@@ -214,7 +241,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         tune_malloc()  # as `serve` does
         (bench_transport if args.transport else bench_http).run(args, settings)
         return 0
-    _csm("sesame-tts bench").bench(args, settings)
+    _csm("sesame-tts bench", getattr(args, "backend", None) or "csm").bench(args, settings)
     return 0
 
 

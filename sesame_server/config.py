@@ -44,6 +44,7 @@ class Settings:
     # Model
     backend: str = "auto"  # auto, or a name in backends.registry.REGISTRY
     model_id: str = "mlx-community/csm-1b"
+    torch_model_id: str = "sesame/csm-1b"  # csm-torch: transformers' layout (CSM + Mimi + tokenizer)
     model_path: Path | None = None  # a local directory: fully offline
     mimi_id: str = "kyutai/moshiko-pytorch-bf16"
     tokenizer_id: str = "unsloth/Llama-3.2-1B"
@@ -116,6 +117,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         max_body_bytes=env.int("MAX_BODY_BYTES", d.max_body_bytes, validate=Range(min=1024, max=1 << 30)),
         backend=env.str("BACKEND", d.backend, validate=OneOf(BACKEND_CHOICES)),
         model_id=env.str("MODEL_ID", d.model_id),
+        torch_model_id=env.str("TORCH_MODEL_ID", d.torch_model_id),
         model_path=env.path("MODEL_PATH", None),
         mimi_id=env.str("MIMI_ID", d.mimi_id),
         tokenizer_id=env.str("TOKENIZER_ID", d.tokenizer_id),

@@ -37,6 +37,17 @@ def tiny_model_dir() -> Path:
     return write_model_dir(root / "model", "tiny")
 
 
+@lru_cache(maxsize=None)
+def tiny_torch_model_dir() -> Path:
+    """The same tiny model in transformers' layout (`sesame-tts convert --to transformers`),
+    for the csm-torch backend: both backends then hold identical weights."""
+    from sesame_server.backends.csm_torch.convert_dir import to_transformers
+
+    root = Path(tempfile.mkdtemp(prefix="csm-tiny-torch-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return to_transformers(tiny_model_dir(), root / "model", Settings())
+
+
 def tiny_settings(cache_dir: Path, **changes) -> Settings:
     """Settings for the csm backend on the tiny model (offline; warm-up off)."""
     return Settings(

@@ -1,4 +1,6 @@
-"""The csm backend end to end: the real server on the tiny CSM, the official SDKs as clients.
+"""The CSM backends end to end: the real server on the tiny CSM, the official SDKs as clients,
+each test on MLX (`csm`) and on PyTorch (`csm-torch`, the same weights converted to
+transformers' layout; skipped where torch is not installed).
 
 The tiny model is random, so its audio is noise; what a listener can still check is that
 every format decodes, at the promised rate, for as long as the frames generated, not silent.
@@ -19,7 +21,7 @@ from elevenlabs.core.api_error import ApiError
 from sesame_server.audio.formats import elevenlabs_format, openai_format
 from sesame_server.backends.csm import CsmBackend
 from tests.audio_check import assert_speech, decode
-from tests.csm_tiny import tiny_settings
+from tests.csm_tiny import tiny_settings, tiny_torch_model_dir
 from tests.fakes import wait_until
 from tests.live import live_server
 
@@ -28,10 +30,31 @@ FRAMES = 10  # per sentence: keeps the tiny model's noise short
 DECODED_RATE = {"opus": 48000}
 
 
-@pytest.fixture(scope="module")
-def csm_server(tmp_path_factory):
-    settings = tiny_settings(tmp_path_factory.mktemp("cache"), threads=8, warmup_on_start=True)
-    with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=FRAMES)) as server:
+BACKENDS = ["csm", "csm-torch"]
+
+
+def backend_for(name: str, settings, **options):
+    """The backend `name` on the tiny model: MLX's directory, or its transformers twin."""
+    if name == "csm":
+        return CsmBackend(settings, **options)
+    pytest.importorskip("torch")
+    from sesame_server.backends.csm_torch.backend import CsmTorchBackend
+
+    return CsmTorchBackend(settings, **options)
+
+
+def tiny_settings_for(name: str, cache_dir, **changes):
+    if name == "csm-torch":
+        pytest.importorskip("torch")
+        if "model_path" not in changes:
+            changes["model_path"] = tiny_torch_model_dir()
+    return tiny_settings(cache_dir, backend=name, **changes)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def csm_server(request, tmp_path_factory):
+    settings = tiny_settings_for(request.param, tmp_path_factory.mktemp("cache"), threads=8, warmup_on_start=True)
+    with live_server(settings, backend=backend_for(request.param, settings, max_frames_per_sentence=FRAMES)) as server:
         yield server
 
 
@@ -140,22 +163,21 @@ def test_cloned_voice_via_the_elevenlabs_sdk(csm_server, eleven):
     wait_until(lambda: voice_id not in csm_server.engine.status.backend["voices_prefilled"])
 
 
-def test_health_and_metrics_never_call_mlx_from_a_request_thread(csm_server, monkeypatch):
-    """Scraping while CSM generates reads the published status: MLX is only driven by the
-    inference thread (request threads calling MLX raced it and read dicts it was changing)."""
+def test_health_and_metrics_never_reach_the_model_from_a_request_thread(csm_server, monkeypatch):
+    """Scraping while CSM generates reads the published status: the framework (MLX, torch) is
+    only driven by the inference thread (request threads calling MLX raced it and read dicts
+    it was changing)."""
     import threading
 
-    import mlx.core as mx
-
+    runtime_type = type(csm_server.engine.backend.runtime)
     callers = set()
-    for name in ("get_active_memory", "get_peak_memory"):
-        real = getattr(mx, name)
+    real = runtime_type.memory
 
-        def spy(*args, _real=real, **kwargs):
-            callers.add(threading.current_thread().name)
-            return _real(*args, **kwargs)
+    def spy(self):
+        callers.add(threading.current_thread().name)
+        return real(self)
 
-        monkeypatch.setattr(mx, name, spy)
+    monkeypatch.setattr(runtime_type, "memory", spy)
     long_text = " ".join(f"Sentence number {n}." for n in range(12))
     speaking = threading.Thread(target=requests.post, args=(f"{csm_server.url}/v1/audio/speech",),
                                 kwargs={"json": {"model": "tts-1", "voice": "nova", "input": long_text}})
@@ -167,9 +189,10 @@ def test_health_and_metrics_never_call_mlx_from_a_request_thread(csm_server, mon
     assert callers <= {"inference"} and "inference" in callers
 
 
-def test_random_weights_server_says_so(tmp_path):
-    settings = tiny_settings(tmp_path, model_path=None, random_weights="tiny")
-    with live_server(settings, backend=CsmBackend(settings, max_frames_per_sentence=3)) as server:
+@pytest.mark.parametrize("name", BACKENDS)
+def test_random_weights_server_says_so(tmp_path, name):
+    settings = tiny_settings_for(name, tmp_path, model_path=None, random_weights="tiny")
+    with live_server(settings, backend=backend_for(name, settings, max_frames_per_sentence=3)) as server:
         body = requests.get(f"{server.url}/health").json()
         assert "RANDOM WEIGHTS" in body["model"]["warning"]
         assert body["model"]["id"] == "random-weights:tiny"
@@ -179,13 +202,16 @@ def test_random_weights_server_says_so(tmp_path):
         assert decode(response.content, "wav").seconds == pytest.approx(3 * 0.08, abs=0.01)
 
 
-def test_say_with_csm_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("name", BACKENDS)
+def test_say_with_csm_exits_cleanly(tmp_path, name):
     """The inference thread's MLX streams are released: no abort (exit 134) at interpreter exit."""
     import subprocess
     import sys
 
+    if name == "csm-torch":
+        pytest.importorskip("torch")
     out = tmp_path / "noise.wav"
-    env = {"CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "BACKEND": name}
     done = subprocess.run([sys.executable, "-m", "sesame_server", "--env-file", str(tmp_path / "none.env"), "say",
                            "Hi.", "-o", str(out), "--random-weights"], env=env, capture_output=True, text=True,
                           timeout=300)

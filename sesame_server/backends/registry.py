@@ -24,6 +24,8 @@ class BackendEntry:
 # In order of preference for BACKEND=auto.
 REGISTRY: dict[str, BackendEntry] = {
     "csm": BackendEntry("csm", "sesame_server.backends.csm", "Sesame CSM-1B on MLX (Apple Silicon)"),
+    "csm-torch": BackendEntry("csm-torch", "sesame_server.backends.csm_torch",
+                              "Sesame CSM-1B on PyTorch (NVIDIA CUDA; CPU for tests and tools)"),
     "piper": BackendEntry("piper", "sesame_server.backends.piper", "the embedded Piper voice (any CPU)"),
 }
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *REGISTRY)

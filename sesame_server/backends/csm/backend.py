@@ -1,7 +1,10 @@
-"""CsmBackend: Sesame CSM-1B on MLX behind the Backend protocol (orchestration only).
+"""CsmBackend: Sesame CSM-1B behind the Backend protocol (orchestration only, no framework).
 
-All methods run on the engine's single inference thread; load() builds the CsmRuntime
-(model, Mimi, frame loop, MLX streams) there. Per request:
+All methods run on the engine's single inference thread; load() builds the runtime there:
+CsmRuntime (MLX: model, Mimi, frame loop, MLX streams) for `csm`, csm_torch's TorchRuntime
+for `csm-torch`. A runtime offers the same few operations (sampling, prefill, frames,
+voice prompts and prefixes, Mimi), so conversation memory, windows, voices and streaming
+are this one file for both. Per request:
 
   [voice prompt + end frame]  cached backbone KV (prefilled once per voice)
   [context turns][previous_text]   prefilled with the first sentence
@@ -19,7 +22,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Generator
 
-import numpy as np
 
 from sesame_server.audio.units import SAMPLE_RATE
 from sesame_server.backends.base import BackendInfo, Block, Generation, Voice
@@ -42,6 +44,7 @@ class CsmBackend:
     # A voice is a prompt segment, so any reference recording clones; prior turns' codes
     # condition the next one (conversation memory).
     info = BackendInfo(name="csm", sample_rate=SAMPLE_RATE, can_clone=True, uses_context=True)
+    summary = "CSM"  # how the log names it
 
     def __init__(self, settings: Settings, *, max_frames_per_sentence: int | None = None, max_len: int | None = None):
         self.settings = settings
@@ -64,10 +67,8 @@ class CsmBackend:
     def load(self) -> None:
         if self._runtime is not None:
             return
-        from .runtime import CsmRuntime
-
-        self._runtime = CsmRuntime(self.settings, self.max_len)
-        self._device = self._runtime.device.name
+        self._runtime = self._runtime_type()(self.settings, self.max_len)
+        self._device = self._runtime.device_name
 
     def warmup(self) -> None:
         """A short generation: compiles the depth decoder, caches the default voice's prefix."""
@@ -81,28 +82,27 @@ class CsmBackend:
                 pass
         finally:
             self.max_frames_per_sentence = saved
-        log.info("CSM warm-up done in %.1f s", time.perf_counter() - started)
+        log.info("%s warm-up done in %.1f s", self.summary, time.perf_counter() - started)
 
     def unload(self) -> None:
         if self._runtime is None:
             return
-        import mlx.core as mx
-
-        self._mimi_encodes_before_load += self._runtime.voices.encodes
+        runtime = self._runtime
+        self._mimi_encodes_before_load += runtime.voices.encodes
         self._runtime = self._tail = None
         gc.collect()
-        mx.clear_cache()
-        log.info("CSM unloaded (MLX active memory now %.2f GB)", mx.get_active_memory() / 1e9)
+        log.info("%s unloaded (%s)", self.summary, type(runtime).release())
 
     def thread_exit(self) -> None:
-        """The inference thread is ending: unload, and drop the MLX streams it made.
-
-        MLX's own cleanup of a thread's streams runs after the thread's Python state is gone
-        and can take the GIL while Python finalizes, aborting the process (exit 134)."""
-        import mlx.core as mx
-
+        """The inference thread is ending: unload, and drop what the framework keeps per thread."""
         self.unload()
-        mx.clear_streams()  # only this thread's streams (its default stream included)
+        self._runtime_type().thread_exit()
+
+    def _runtime_type(self) -> type:
+        """The runtime class (imported on the inference thread: MLX is heavy)."""
+        from .runtime import CsmRuntime
+
+        return CsmRuntime
 
     # -- catalogue & status -------------------------------------------------------------
 
@@ -128,15 +128,13 @@ class CsmBackend:
 
     def status(self) -> dict:
         return csm_status(self.settings, self._runtime, device=self._device, mimi_encodes=self.mimi_encodes,
-                          counters=self.counters)
+                          counters=self.counters,
+                          memory=self._runtime.memory() if self._runtime else (None, None))
 
     # -- generation -----------------------------------------------------------------------
 
     def stream(self, request: SpeechRequest, cancel: threading.Event) -> Generator[Block, None, Generation]:
-        import mlx.core as mx
-
         from .prompt import TokenFrames, context_segments
-        from .sampling import request_sampling
 
         self.load()
         rt = self._runtime
@@ -144,7 +142,7 @@ class CsmBackend:
         record = GenerationRecord(builder.codebooks)
         use = rt.use_cache()
         tail, self._tail = self._tail, None  # whatever happens now, the cache moves on
-        params, key = request_sampling(request.temperature, request.seed)
+        params, rng = rt.sampling(request.temperature, request.seed)
         chunker = Chunker(request.first_chunk_frames or self.settings.stream_buffer_frames)
         voice = rt.voice_prompt(request.voice, request.reference)
         history = context_segments(builder, request, voice.speaker)  # keys say what the cache holds
@@ -163,30 +161,23 @@ class CsmBackend:
                 in_cache = [k for k, _ in history]
                 record.context_turns = window.count_turns(in_cache, excluding=request.request_id)
             prefill_started = time.perf_counter()
-            with mx.stream(rt.gen_stream):
-                last_h = loop.prefill(pending)
-                if index == 0 and self.split_timings:
-                    # Waiting here splits time to first audio into its parts (the bench), but
-                    # costs the overlap of prefill with building the first frame's graph.
-                    mx.eval(last_h)
-                    record.timings["voice"] = prefill_started - record.started
-                    record.timings["prefill"] = time.perf_counter() - prefill_started
-                key, sub = mx.random.split(key)
-                frames = loop.generate(last_h, params, sub, max_frames, cancel, decode=rt.decode)
+            # Waiting for the prefill splits time to first audio into its parts (the bench),
+            # but costs the overlap of prefill with building the first frame's work.
+            split = index == 0 and self.split_timings
+            last_h = rt.prefill(pending, wait=split)
+            if split:
+                record.timings["voice"] = prefill_started - record.started
+                record.timings["prefill"] = time.perf_counter() - prefill_started
+            frames = rt.frames(last_h, params, rng, max_frames, cancel)
             self._count_prefill(record, len(pending))
             record.begin_sentence(sentence)
             frame_started = time.perf_counter()
-            while True:
-                with mx.stream(rt.gen_stream):
-                    item = next(frames, None)
-                if item is None:
-                    break
-                _, host, pcm = item
+            for host, pcm in frames:
                 record.first("first_frame", frame_started)
                 record.frame(host)
                 self.counters.frames_generated += 1
                 decode_started = time.perf_counter()
-                pcm = chunker.push(np.array(pcm))
+                pcm = chunker.push(rt.pcm_array(pcm))
                 record.first("first_decode", decode_started)
                 if pcm is not None:
                     yield record.block(pcm)

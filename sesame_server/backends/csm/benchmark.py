@@ -1,19 +1,23 @@
-"""`sesame-tts bench`: our CSM frame loop against mlx-audio's reference loop, same weights, same run.
+"""`sesame-tts bench`: our CSM frame loop against the reference implementation, same weights,
+same run: mlx-audio's loop for `csm` (MLX), transformers' `generate()` for `--backend
+csm-torch` (PyTorch; csm_torch.bench adds its three parity checks).
 
     sesame-tts bench                                   real weights (MODEL_PATH / hub cache)
     sesame-tts bench --random-weights --flavor small   random weights, no download
     sesame-tts bench --random-weights --flavor full --frames 3    real CSM-1B shapes
+    sesame-tts bench --backend csm-torch --random-weights --flavor small
 
 Measures, with the voice prompt cold and then warm: ms per frame (median) for our frame
-loop and for `SesameModel.generate_frame` as mlx-audio's `Model.generate` drives it
-(per-frame host sync), both producing codes only, their ratio; our full streaming loop
+loop and for the reference (mlx-audio: `SesameModel.generate_frame` as its `Model.generate`
+drives it, a host sync per frame; transformers: `CsmForConditionalGeneration.generate`),
+both producing codes only, their ratio; our full streaming loop
 with Mimi decoding and Mimi's cost alone; time to first
 audio split into prefill / first frame / first Mimi decode, tokens prefilled per request,
 real-time factor and peak memory. Rounds alternate ours and the reference so a noisy
 machine hurts both alike.
 
 Per-request figures come from each stream's Generation; the yardsticks (codes-only loop,
-reference loop, Mimi alone) are CsmRuntime's public methods.
+reference loop, Mimi alone) are the runtime's public methods.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -46,6 +51,9 @@ BENCH_TEXT = "The quick brown fox jumps over the lazy dog, and then it takes a n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("csm", "csm-torch"), default="csm",
+                        help="csm (MLX, against mlx-audio's loop) or csm-torch (PyTorch, against transformers' "
+                             "generate)")
     parser.add_argument("--random-weights", action="store_true",
                         help="bench on random weights (no download; output is noise)")
     parser.add_argument("--flavor", choices=("tiny", "small", "full"), default=None,
@@ -54,24 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating ours/reference rounds (default 2)")
     parser.add_argument("--voice", default=None, help="voice id (default DEFAULT_VOICE)")
     parser.add_argument("--text", default=BENCH_TEXT, help="text of the timed request")
-    parser.add_argument("--no-reference", action="store_true", help="skip mlx-audio's reference loop")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    parser.add_argument("--no-parity", action="store_true",
+                        help="csm-torch: skip the parity checks against transformers and MLX (run last)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> dict:
-    import mlx.core as mx
-
+def run(args: argparse.Namespace, settings: Settings, backend_type: type = CsmBackend,
+        extra: Callable[[object], dict] | None = None) -> dict:
+    """The bench on `backend_type` (CsmBackend or a subclass on another runtime); `extra(runtime)`
+    adds its own figures last (csm-torch: the parity checks)."""
     frames = max(2, int(args.frames))
     if args.random_weights or args.flavor:
         settings = settings.replace(random_weights=args.flavor or "small")
     voice = args.voice or (settings.default_voice if settings.default_voice in BUILTIN_VOICES else "conversational_b")
-    backend = CsmBackend(settings, max_frames_per_sentence=frames)
+    backend = backend_type(settings, max_frames_per_sentence=frames)
     backend.split_timings = True
-    mx.reset_peak_memory()
     started = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - started
     runtime = backend.runtime
+    runtime.reset_peak_memory()
     request = _request(args.text, voice)
 
     # Compile and JIT once outside the timings (the server does this in its warm-up).
@@ -120,12 +131,15 @@ def run(args: argparse.Namespace, settings: Settings) -> dict:
         "reference_first_frame_ms": _median_ms(reference_first) if reference_first else None,
         "context_turn": conversation,
         "rtf": round(streaming_ms / (FRAME_SECONDS * 1000), 3) if streaming_ms else None,
-        "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 3),
+        "peak_memory_gb": round(peak / 1e9, 3) if (peak := runtime.memory()[1]) is not None else None,
+        "reference": runtime.REFERENCE,
         "rss_gb": round(rss / 1e9, 3) if (rss := rss_bytes()) is not None else None,
         "load_s": round(load_s, 2),
         "dtype": status["dtype"],
-        "config": runtime.assets.config,
+        "config": runtime.config,
     }
+    if extra is not None:
+        results.update(extra(runtime))
     _print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
@@ -210,7 +224,7 @@ def _print_table(r: dict) -> None:
     print(f"CSM bench: {r['model_id']} ({r['dtype']}, quantize={r['quantize']}, {r['device']}; {r['machine']})")
     row("frames per request x rounds", f"{r['frames']} x {r['rounds']}")
     row("ours: ms/frame (median, codes)", r["ms_per_frame"])
-    row("mlx-audio reference: ms/frame (codes)", r["reference_ms_per_frame"])
+    row(f"{r['reference']}: ms/frame (codes)", r["reference_ms_per_frame"])
     row("speedup (reference / ours)", f"{r['speedup']}x" if r["speedup"] else "-")
     row("ours streaming incl. Mimi: ms/frame", r["ms_per_frame_streaming"])
     row("Mimi decode alone: ms/frame", r["mimi_decode_ms"])
@@ -227,4 +241,15 @@ def _print_table(r: dict) -> None:
     turn = r["context_turn"]
     row("turn 2 prefill tokens: continued / full", f"{turn['prefill_tokens_continued']} / {turn['prefill_tokens_full']}")
     row("turn 2 TTFA ms: continued / full", f"{turn['ttfa_continued_ms']} / {turn['ttfa_full_ms']}")
-    row("peak MLX memory GB / RSS GB", f"{r['peak_memory_gb']} / {r['rss_gb']}")
+    row("peak model memory GB / RSS GB", f"{r['peak_memory_gb']} / {r['rss_gb']}")
+    parity = r.get("parity")
+    if parity:
+        generate, mlx, mimi = parity["generate"], parity["mlx"], parity["mimi"]
+        row("parity 1: greedy frames = generate()", f"{generate['identical_frames']} of {generate['of']}")
+        if isinstance(mlx, dict):
+            row("parity 2: greedy frames = MLX loop", f"{mlx['identical_frames']} of {mlx['of']} "
+                f"(first logits max diff {mlx['first_logits_max_abs_diff']:.2e})")
+            row("parity 3: Mimi torch vs MLX max diff", f"{mimi['max_abs_diff']:.2e} "
+                f"({mimi['relative_to_peak']:.2e} of peak, {mimi['samples']} samples)")
+        else:
+            row("parity 2 and 3 (MLX)", mlx)

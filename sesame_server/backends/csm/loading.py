@@ -121,14 +121,22 @@ def tokenizer_source(settings: Settings, directory: Path | None) -> str | Path:
 
 
 def load_tokenizer(source: str | Path, token: str | None = None):
-    """Llama-3 tokenizer with BOS/EOS added to every encode (as CSM was trained)."""
-    from mlx_audio.tts.models.sesame.sesame import load_llama3_tokenizer
+    """Llama-3 tokenizer with BOS/EOS added to every encode (as CSM was trained; what
+    mlx-audio's load_llama3_tokenizer does, without importing MLX: csm-torch uses it too)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
 
     path = Path(source).expanduser()
     if not path.exists():
         path = hub.snapshot(str(source), hub.TOKENIZER_PATTERNS, token, "the Llama-3.2 tokenizer",
                             required=("tokenizer*.json",))
-    return load_llama3_tokenizer(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos}:0 $A:0 {eos}:0", pair=f"{bos}:0 $A:0 {eos}:0 {bos}:1 $B:1 {eos}:1",
+        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
+    )
+    return tokenizer
 
 
 def mimi_source(settings: Settings, directory: Path | None) -> str | Path:
@@ -166,12 +174,23 @@ def load_mimi(source: str | Path, token: str | None = None):
     return mimi
 
 
+def is_transformers_layout(path: Path) -> bool:
+    """A model directory written for transformers (csm-torch): its config carries the codec's."""
+    try:
+        return "codec_config" in json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def local_status(settings: Settings) -> tuple[bool, str]:
     """Whether CSM can load without the network (model, tokenizer, Mimi all local)."""
     if settings.model_path is not None:
         path = Path(settings.model_path)
         if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
             return False, f"MODEL_PATH {path} has no config.json + *.safetensors"
+        if is_transformers_layout(path):
+            return False, (f"MODEL_PATH {path} is in transformers' layout: BACKEND=csm-torch serves it "
+                           "(`sesame-tts convert --to mlx` makes an MLX copy)")
         directory: Path | None = path
         where = f"MODEL_PATH {path}"
     else:

@@ -144,7 +144,6 @@ def build_assets(flavor: str, quantize: str = "none"):
     import tempfile
 
     from .loading import CsmAssets, load_tokenizer, quantize_model
-    from .voice_prompts import PromptAudio
 
     check_flavor(flavor)
     with tempfile.TemporaryDirectory(prefix="csm-random-tokenizer-") as tmp:
@@ -156,6 +155,13 @@ def build_assets(flavor: str, quantize: str = "none"):
     if quantize not in ("none", "", None):
         quantize_model(model, int(quantize))
     mimi = build_mimi(mimi_config(flavor), dtype=dtype_for(flavor))
+    return CsmAssets(model, config, tokenizer, mimi, f"random-weights:{flavor}", None), random_prompt_source(flavor)
+
+
+def random_prompt_source(flavor: str):
+    """The random voices' prompts (speech-like test signals with short transcripts)."""
+    from .voice_prompts import PromptAudio
+
     seconds = prompt_seconds(flavor)
     seeds = {voice: index for index, voice in enumerate(VOICE_PROMPT_TEXT)}
 
@@ -164,7 +170,7 @@ def build_assets(flavor: str, quantize: str = "none"):
         seed = seeds.get(voice_id, 0)
         return PromptAudio(f"random:{flavor}:{voice_id}", text, lambda: (random_voice_prompt(seconds, seed), text))
 
-    return CsmAssets(model, config, tokenizer, mimi, f"random-weights:{flavor}", None), locate
+    return locate
 
 
 def tokenizer_vocab_size(directory: Path) -> int:

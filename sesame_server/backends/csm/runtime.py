@@ -15,9 +15,8 @@ from collections import OrderedDict
 import mlx.core as mx
 import numpy as np
 
-from sesame_server.backends.base import BackendError, VoiceUnavailable
+from sesame_server.backends.base import BackendError
 from sesame_server.config import Settings
-from sesame_server.engine.request import ReferenceVoice
 
 from .codec import MimiCodec
 from .frame_loop import FrameLoop
@@ -26,15 +25,24 @@ from .loading import CsmAssets, load_assets
 from .prompt import PromptBuilder, TokenFrames
 from .random_weights import RANDOM_WEIGHTS_WARNING, build_assets
 from .reference import reference_frames
-from .sampling import SamplingParams, reference_sampler
-from .voice_prompts import VoicePrompt, VoicePromptStore, file_prompt_source, reference_prompt_source
+from .runtime_base import PrefixRuntime
+from .sampling import SamplingParams, reference_sampler, request_sampling
+from .voice_prompts import VoicePromptStore, file_prompt_source
 
 log = logging.getLogger(__name__)
 
-MAX_PREFIXES = 16  # voice-prefix KV snapshots kept (~13 MB each at full size in bf16)
+class KeyChain:
+    """A request's PRNG key, split once per sentence."""
+
+    def __init__(self, key: mx.array):
+        self.key = key
+
+    def next(self) -> mx.array:
+        self.key, sub = mx.random.split(self.key)
+        return sub
 
 
-class CsmRuntime:
+class CsmRuntime(PrefixRuntime):
     """Model, Mimi, frame loop, prompt builder and voice prompts, with the voice prefixes'
     KV snapshots. `window`: backbone positions (default the model's 2048; smaller in tests)."""
 
@@ -79,64 +87,60 @@ class CsmRuntime:
     def dtype(self) -> str:
         return str(self.assets.model.codebook0_head.weight.dtype).removeprefix("mlx.core.")
 
-    def use_cache(self) -> int:
-        """Number this use of the backbone KV cache: a Tail left by an older use is stale."""
-        self._cache_uses += 1
-        return self._cache_uses
+    @property
+    def device_name(self) -> str:
+        return self.device.name
 
-    # -- voices ---------------------------------------------------------------------------
+    def _on_device(self):
+        return mx.stream(self.gen_stream)
 
-    def voice_prompt(self, voice_id: str, reference: ReferenceVoice | None = None) -> VoicePrompt:
-        """A built-in voice's prompt, or a cloned voice's made from its reference recording."""
+    def _settle(self, value) -> None:
+        mx.eval(value)
+
+    # -- what CsmBackend.stream runs (the same on every framework's runtime) -----------------
+
+    def sampling(self, temperature: float | None, seed: int | None) -> tuple[SamplingParams, "KeyChain"]:
+        params, key = request_sampling(temperature, seed)
+        return params, KeyChain(key)
+
+    def prefill(self, frames: TokenFrames, *, wait: bool = False) -> mx.array:
         with mx.stream(self.gen_stream):
-            return self.voices.get(voice_id, None if reference is None else reference_prompt_source(reference))
+            last_h = self.loop.prefill(frames)
+            if wait:
+                mx.eval(last_h)
+        return last_h
 
-    def voice_prefix(self, voice: VoicePrompt) -> tuple[KVSnapshot, int]:
-        """Leave the cache holding exactly the voice segment: (its snapshot, tokens prefilled
-        for it now, 0 when it was cached)."""
+    def frames(self, last_h: mx.array, params: SamplingParams, keys: "KeyChain", max_frames: int, cancel):
+        """(codes on the host, lazy PCM) per frame; Mimi decodes on its own stream."""
         with mx.stream(self.gen_stream):
-            snapshot = self._prefixes.get(voice.voice_id)
-            if snapshot is not None:
-                self._prefixes.move_to_end(voice.voice_id)
-                self.loop.cache.restore(snapshot)
-                return snapshot, 0
-            frames = self.builder.segment(voice.text, voice.speaker, voice.codes)
-            if len(frames) + 2 >= self.loop.max_len:
-                raise VoiceUnavailable(voice.voice_id, f"its prompt ({len(frames)} tokens) fills the model's "
-                                                       f"{self.loop.max_len}-token window")
-            self.loop.cache.reset()
-            mx.eval(self.loop.prefill(frames))
-            snapshot = self.loop.cache.snapshot()
-        self._prefixes[voice.voice_id] = snapshot
-        while len(self._prefixes) > MAX_PREFIXES:
-            self._prefixes.popitem(last=False)
-        log.info("Voice %s prefilled once: %d tokens cached", voice.voice_id, len(frames))
-        return snapshot, len(frames)
+            frames = self.loop.generate(last_h, params, keys.next(), max_frames, cancel, decode=self.decode)
+        while True:
+            with mx.stream(self.gen_stream):
+                item = next(frames, None)
+            if item is None:
+                return
+            yield item[1], item[2]
 
-    def prepare_voice(self, reference: ReferenceVoice) -> None:
-        """Encode a cloned voice's prompt and prefill its KV prefix; VoiceUnavailable if the
-        prompt would leave too little of the window for the conversation."""
-        voice = self.voice_prompt(reference.voice_id, reference)
-        tokens = len(self.builder.segment(voice.text, voice.speaker, voice.codes))
-        budget = self.loop.max_len // 2  # the other half is for the conversation and the reply
-        if tokens > budget:
-            raise VoiceUnavailable(reference.voice_id, f"its transcript and recording take {tokens} of the model's "
-                                   f"{self.loop.max_len}-token window; at most {budget} may: shorten the transcript "
-                                   "or the recording")
-        self.voice_prefix(voice)
+    @staticmethod
+    def pcm_array(pcm: mx.array) -> np.ndarray:
+        return np.array(pcm)
 
-    def voices_prefilled(self) -> list[str]:
-        return sorted(self._prefixes)
+    @staticmethod
+    def release() -> str:
+        """After a runtime is dropped: give memory back; says what is left."""
+        mx.clear_cache()
+        return f"MLX active memory now {mx.get_active_memory() / 1e9:.2f} GB"
 
-    def forget_voice(self, voice_id: str) -> None:
-        """A deleted voice: drop its prompt codes and its KV prefix snapshot."""
-        self.voices.forget(voice_id)
-        self._prefixes.pop(voice_id, None)
+    @staticmethod
+    def thread_exit() -> None:
+        """MLX's own cleanup of a thread's streams runs after the thread's Python state is gone
+        and can take the GIL while Python finalizes, aborting the process (exit 134): drop
+        this thread's streams (its default stream included) now."""
+        mx.clear_streams()
 
-    def forget_voice_prefixes(self) -> None:
-        """Drop every voice prefix snapshot: the next request of each voice prefills it cold
-        (the bench's cold figures)."""
-        self._prefixes.clear()
+    def memory(self) -> tuple[int | None, int | None]:
+        """(active, peak) MLX memory in bytes."""
+        return int(mx.get_active_memory()), int(mx.get_peak_memory())
 
     def decode(self, codes: mx.array) -> mx.array:
         """One frame's PCM, built on the decode stream."""
@@ -145,11 +149,14 @@ class CsmRuntime:
 
     # -- the bench's yardsticks --------------------------------------------------------------
 
-    def reference_prompt(self, voice_id: str, sentence: str) -> TokenFrames:
-        """[voice segment + end frame][sentence] as one TokenFrames: what a cold request prefills."""
-        voice = self.voice_prompt(voice_id)
-        parts = [self.builder.segment(voice.text, voice.speaker, voice.codes), self.builder.text(sentence, voice.speaker)]
-        return TokenFrames.concat(parts, self.builder.width)
+    REFERENCE = "mlx-audio"  # whose loop reference_codes runs
+
+    @property
+    def config(self) -> dict:
+        return self.assets.config
+
+    def reset_peak_memory(self) -> None:
+        mx.reset_peak_memory()
 
     def reference_codes(self, voice_id: str, sentence: str, frames: int, params: SamplingParams = SamplingParams(),
                         seed: int = 0, timings: list[float] | None = None) -> np.ndarray:

@@ -104,19 +104,10 @@ class GenerationRecord:
         return np.stack(sentence.frames, axis=1)
 
 
-def mlx_memory() -> tuple[int | None, int | None]:
-    """(active, peak) MLX memory in bytes; None where MLX is not importable."""
-    try:
-        import mlx.core as mx
-    except ImportError:
-        return None, None
-    return int(mx.get_active_memory()), int(mx.get_peak_memory())
-
-
 def csm_status(settings: Settings, runtime: "CsmRuntime | None", *, device: str | None, mimi_encodes: int,
-               counters: Counters) -> dict:
+               counters: Counters, memory: tuple[int | None, int | None]) -> dict:
     """CsmBackend.status(): the engine publishes it for /health and /metrics."""
-    memory, peak = mlx_memory()
+    memory, peak = memory
     if runtime is not None:
         model_id = runtime.assets.model_id
     elif settings.random_weights:

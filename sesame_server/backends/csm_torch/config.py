@@ -7,6 +7,9 @@ shape spelled in transformers' words.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from sesame_server.backends.csm.random_config import _MIMIS, check_flavor, csm_config
 
 # Keys of the MLX flavor dict that are not CsmConfig's.
@@ -31,15 +34,28 @@ def mimi_config(flavor: str):
 def csm_hf_config(flavor: str, text_vocab_size: int | None = None):
     """A transformers CsmConfig for a flavor, its codec config included."""
     from transformers import CsmConfig
-    from transformers.utils import logging as hf_logging
 
     values = {key: value for key, value in csm_config(flavor, text_vocab_size).items() if key not in _MLX_ONLY}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the real checkpoint's token ids and RoPE fields warn the same way
-    try:
+    with quiet_transformers():
         return CsmConfig(**values, codec_config=mimi_config(flavor).to_dict())
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No warnings or progress bars from transformers while loading: the real checkpoint's
+    own config warns about its token ids and RoPE fields, which are as Sesame made them."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def csm_hf_config_for(mlx_config: dict):

@@ -95,10 +95,11 @@ def hf_model_from_mlx(mlx_model, mlx_config: dict, dtype=None):
     from mlx.utils import tree_flatten
     from transformers import CsmForConditionalGeneration
 
-    from .config import csm_hf_config_for
+    from .config import csm_hf_config_for, quiet_transformers
 
     config = csm_hf_config_for(mlx_config)
-    model = CsmForConditionalGeneration(config)
+    with quiet_transformers():
+        model = CsmForConditionalGeneration(config)
     weights = {name: torch.from_numpy(np.array(value.astype(mlx_float32()))) for name, value in
                tree_flatten(mlx_model.parameters())}
     state = mlx_to_hf(weights, config)

@@ -102,13 +102,16 @@ class TorchFrameLoop:
         """Run the backbone over `frames` (appending to the cache); returns the last hidden state [1, D]."""
         if len(frames) == 0:
             raise ValueError("nothing to prefill")
+        return self._backbone(self.embed(frames)[None])
+
+    def embed(self, frames: TokenFrames) -> torch.Tensor:
+        """Backbone inputs [n, D]: a frame is text (last column) or audio (the codebook
+        columns), summed where masked in."""
         tokens = torch.as_tensor(frames.tokens, device=self.device, dtype=torch.long)
         mask = torch.as_tensor(frames.mask, device=self.device)
-        # A frame is text (last column) or audio (the codebook columns), summed where masked in.
         text = self.model.embed_text_tokens(tokens[:, -1]) * mask[:, -1:].to(self.dtype)
         audio = self.model.backbone_model.embed_tokens.embed_audio_tokens(tokens[:, :-1] + self._audio_offsets)
-        audio = (audio * mask[:, :-1, None].to(self.dtype)).sum(dim=1)
-        return self._backbone((text + audio)[None])
+        return text + (audio * mask[:, :-1, None].to(self.dtype)).sum(dim=1)
 
     def _backbone(self, h: torch.Tensor) -> torch.Tensor:
         start = self.cache.offset
