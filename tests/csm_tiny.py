@@ -55,11 +55,36 @@ def tiny_settings(cache_dir: Path, **changes) -> Settings:
     ).replace(**changes)
 
 
-def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False, **options) -> Iterator:
-    """A loaded tiny CsmBackend for a test module: `yield from` it in a module fixture."""
+BACKENDS = ["csm", "csm-torch"]  # tests that hold for both CSM runtimes take this as a parameter
+
+
+def tiny_settings_for(name: str, cache_dir: Path, **changes) -> Settings:
+    """tiny_settings for the backend `name`: csm-torch reads the tiny model's transformers twin
+    (skipped where torch is not installed)."""
+    if name == "csm-torch":
+        import pytest
+
+        pytest.importorskip("torch")
+        changes.setdefault("model_path", tiny_torch_model_dir())
+    return tiny_settings(cache_dir, backend=name, **changes)
+
+
+def backend_for(name: str, settings: Settings, **options):
+    """A CsmBackend (MLX) or CsmTorchBackend on `settings`."""
+    if name == "csm-torch":
+        from sesame_server.backends.csm_torch.backend import CsmTorchBackend
+
+        return CsmTorchBackend(settings, **options)
     from sesame_server.backends.csm import CsmBackend
 
-    backend = CsmBackend(tiny_settings(tmp_path_factory.mktemp("cache")), max_frames_per_sentence=frames, **options)
+    return CsmBackend(settings, **options)
+
+
+def loaded_backend(tmp_path_factory, frames: int, *, warmup: bool = False, name: str = "csm", **options) -> Iterator:
+    """A loaded tiny CSM backend (`name`: csm or csm-torch) for a test module: `yield from` it
+    in a module fixture."""
+    settings = tiny_settings_for(name, tmp_path_factory.mktemp("cache"))
+    backend = backend_for(name, settings, max_frames_per_sentence=frames, **options)
     backend.load()
     if warmup:
         backend.warmup()

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 from sesame_server.engine.request import ContextTurn
-from tests.csm_tiny import codes, loaded_backend, make_request, speak
+from tests.csm_tiny import BACKENDS, codes, loaded_backend, make_request, speak
 
 FRAMES = 8
 SMALL_WINDOW = 120  # positions: the tiny voice prompt (~32) and four short turns (~18 each)
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    yield from loaded_backend(tmp_path_factory, FRAMES)
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    yield from loaded_backend(tmp_path_factory, FRAMES, name=request.param)
 
 
 def as_context(request_id: str, segments) -> tuple[ContextTurn, ...]:

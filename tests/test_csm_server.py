@@ -19,36 +19,14 @@ from elevenlabs import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 
 from sesame_server.audio.formats import elevenlabs_format, openai_format
-from sesame_server.backends.csm import CsmBackend
 from tests.audio_check import assert_speech, decode
-from tests.csm_tiny import tiny_settings, tiny_torch_model_dir
+from tests.csm_tiny import BACKENDS, backend_for, tiny_settings_for
 from tests.fakes import wait_until
 from tests.live import live_server
 
 TEXT = "Hello there. This is the conversational voice."
 FRAMES = 10  # per sentence: keeps the tiny model's noise short
 DECODED_RATE = {"opus": 48000}
-
-
-BACKENDS = ["csm", "csm-torch"]
-
-
-def backend_for(name: str, settings, **options):
-    """The backend `name` on the tiny model: MLX's directory, or its transformers twin."""
-    if name == "csm":
-        return CsmBackend(settings, **options)
-    pytest.importorskip("torch")
-    from sesame_server.backends.csm_torch.backend import CsmTorchBackend
-
-    return CsmTorchBackend(settings, **options)
-
-
-def tiny_settings_for(name: str, cache_dir, **changes):
-    if name == "csm-torch":
-        pytest.importorskip("torch")
-        if "model_path" not in changes:
-            changes["model_path"] = tiny_torch_model_dir()
-    return tiny_settings(cache_dir, backend=name, **changes)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

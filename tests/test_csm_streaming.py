@@ -7,14 +7,14 @@ import threading
 import numpy as np
 import pytest
 
-from tests.csm_tiny import SAMPLES_PER_FRAME, codes, collect, loaded_backend, make_request, speak
+from tests.csm_tiny import BACKENDS, SAMPLES_PER_FRAME, codes, collect, loaded_backend, make_request, speak
 
 FRAMES = 8
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    yield from loaded_backend(tmp_path_factory, FRAMES, warmup=True)
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    yield from loaded_backend(tmp_path_factory, FRAMES, warmup=True, name=request.param)
 
 
 def test_first_block_after_one_frame_then_frame_by_frame(backend):

@@ -11,13 +11,15 @@ from sesame_server.backends.base import BackendError
 from sesame_server.backends.csm import CsmBackend, available
 from sesame_server.config import Settings
 from sesame_server.engine.request import ContextTurn
-from tests.csm_tiny import codes, collect, make_request, speak, tiny_model_dir, tiny_settings
+from tests.csm_tiny import (BACKENDS, backend_for, codes, collect, make_request, speak, tiny_model_dir,
+                             tiny_settings, tiny_settings_for)
 
 FRAMES = 4
 
 
-def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path, name):
+    backend = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
     _, cold = speak(backend, make_request("A first request."))
     assert backend.mimi_encodes == 1
     voice_tokens = cold.prefill_tokens - cold.text_tokens
@@ -35,7 +37,7 @@ def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
 
     # The codes live on disk: a new process (backend) and a reload encode nothing.
     assert len(list((tmp_path / "csm" / "voice_codes").glob("*.npz"))) == 2
-    fresh = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    fresh = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
     collect(fresh, make_request("After a restart."))
     assert fresh.mimi_encodes == 0
     fresh.unload()
@@ -44,8 +46,9 @@ def test_second_request_encodes_nothing_and_prefills_only_its_text(tmp_path):
     assert fresh.mimi_encodes == 0 and fresh.status()["loaded"] is True
 
 
-def test_context_turns_sit_between_voice_and_text(tmp_path):
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_context_turns_sit_between_voice_and_text(tmp_path, name):
+    backend = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
     collect(backend, make_request("Warm the voice."))
     audio = np.random.default_rng(0).integers(0, 60, (32, 5))
     turns = (ContextTurn("What did you say?", speaker=1), ContextTurn("I said hello.", speaker=0, codes=audio))
@@ -58,8 +61,9 @@ def test_context_turns_sit_between_voice_and_text(tmp_path):
     assert generation.segments[0][1].shape == (32, FRAMES)
 
 
-def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path, name):
+    backend = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
     collect(backend, make_request("Warm the voice."))
     long_turns = tuple(
         ContextTurn(f"Turn {i}.", speaker=i % 2, codes=np.full((32, 300), 3), turn_id=f"t{i}") for i in range(8)
@@ -73,7 +77,8 @@ def test_window_overflow_drops_oldest_context_never_the_voice(tmp_path):
     assert backend.counters.voice_cache_hits == 1  # the voice prefix was reused, not dropped
 
 
-def test_a_cloned_voice_is_encoded_once_and_forgotten_when_deleted(tmp_path):
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_cloned_voice_is_encoded_once_and_forgotten_when_deleted(tmp_path, name):
     import soundfile
 
     from sesame_server.backends.csm.random_weights import random_voice_prompt
@@ -82,7 +87,7 @@ def test_a_cloned_voice_is_encoded_once_and_forgotten_when_deleted(tmp_path):
     wav = tmp_path / "mine.wav"
     soundfile.write(str(wav), random_voice_prompt(1.0, seed=9), 24_000, subtype="PCM_16")
     reference = ReferenceVoice(voice_id="mine", audio_path=str(wav), transcript="Hello there.")
-    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    backend = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
     _, cold = speak(backend, make_request("In my voice.", voice="mine", reference=reference))
     _, warm = speak(backend, make_request("Again.", voice="mine", reference=reference))
     assert backend.mimi_encodes == 1 and warm.prefill_tokens == warm.text_tokens < cold.prefill_tokens
