@@ -123,16 +123,35 @@ def test_max_frames_leaves_the_last_frame_and_end_frame_to_feed(torch_model, bui
     assert loop.cache.offset == offset + 2
 
 
-def test_an_all_zero_frame_ends_speech(torch_model, builder):
-    loop = TorchFrameLoop(torch_model, valid_ids=64, max_len=256)
+def test_the_lagged_read_back_gives_the_same_codes(torch_model, builder):
+    """CUDA's order (frame t+1 queued before frame t is read) changes no code and feeds the
+    same frames: the cache ends one frame further on, the closing frames one fewer."""
+    text = builder.text(SENTENCE, 0)
+    runs = {}
+    for overlap in (False, True):
+        loop = TorchFrameLoop(torch_model, valid_ids=64, max_len=256, overlap=overlap)
+        frames = [h for _, h, _ in loop.generate(loop.prefill(text), GREEDY, None, 6)]
+        runs[overlap] = (np.stack(frames), loop.cache.offset, len(loop.closing_frames(33)))
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    assert runs[True][1] + runs[True][2] == runs[False][1] + runs[False][2]
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_an_all_zero_frame_ends_speech(torch_model, builder, overlap):
+    loop = TorchFrameLoop(torch_model, valid_ids=64, max_len=256, overlap=overlap)
     saved = {name: value.clone() for name, value in torch_model.state_dict().items()
              if name in ("lm_head.weight", "depth_decoder.model.norm.weight")}
     try:
         with torch.no_grad():  # flat logits: greedy picks id 0 in every codebook, the end frame
             torch_model.lm_head.weight.zero_()
             torch_model.depth_decoder.model.norm.weight.zero_()
-        frames = list(loop.generate(loop.prefill(builder.text("Stop.", 0)), GREEDY, None, 5))
-        assert frames == [] and loop.state.ended_with_eos and len(loop.closing_frames(33)) == 1
+        last_h = loop.prefill(builder.text("Stop.", 0))
+        start = loop.cache.offset
+        frames = list(loop.generate(last_h, GREEDY, None, 5))
+        assert frames == [] and loop.state.ended_with_eos
+        # Overlapped, the queued next frame already fed the end frame to the backbone.
+        assert len(loop.closing_frames(33)) == (0 if overlap else 1)
+        assert loop.cache.offset == start + (1 if overlap else 0)
     finally:
         torch_model.load_state_dict(saved, strict=False)
 

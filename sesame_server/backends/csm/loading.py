@@ -40,13 +40,15 @@ class CsmAssets:
     model_dir: Path | None  # where prompts/ may live
 
 
-def model_dir(settings: Settings) -> Path:
+def model_dir(settings: Settings, repo_id: str | None = None, patterns: list[str] = hub.MODEL_PATTERNS,
+              what: str = "the CSM model") -> Path:
+    """MODEL_PATH, checked, else a snapshot of `repo_id` (default MODEL_ID) from the hub cache."""
     if settings.model_path is not None:
         path = Path(settings.model_path)
         if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
             raise BackendError(f"MODEL_PATH {path} must be a directory with config.json and *.safetensors")
         return path
-    return hub.snapshot(settings.model_id, hub.MODEL_PATTERNS, settings.hf_token, "the CSM model",
+    return hub.snapshot(repo_id or settings.model_id, patterns, settings.hf_token, what,
                         required=("config.json", "*.safetensors"))
 
 

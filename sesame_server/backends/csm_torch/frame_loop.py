@@ -186,16 +186,25 @@ class TorchFrameLoop:
             codes = upcoming
 
     def _read_back(self, codes: torch.Tensor, params: SamplingParams, generator, more: bool):
-        """This frame's codes on the host, and (overlapped) the next frame already queued."""
+        """This frame's codes on the host, and (overlapped) the next frame already queued.
+
+        Overlapped, frame t+1 is queued before frame t's codes are read: on CUDA the copy goes
+        to pinned memory and waits on an event recorded before t+1, so reading frame t never
+        waits for t+1's kernels. (On a CPU the same order runs eagerly; the tests use it to
+        check the lagged end-of-speech bookkeeping.)"""
         if not (self.overlap and more):
             return codes[0].cpu().numpy().astype(np.int32), None
-        host = torch.empty(codes.shape, dtype=codes.dtype, pin_memory=True)
-        host.copy_(codes, non_blocking=True)
-        ready = torch.cuda.Event()
-        ready.record()
+        if self.device.type == "cuda":
+            host = torch.empty(codes.shape, dtype=codes.dtype, pin_memory=True)
+            host.copy_(codes, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host, ready = codes, None
         upcoming = self._depth(self._backbone_step(codes), params, generator)
-        ready.synchronize()  # waits for this frame's copy only, not for the frame queued after it
-        return host[0].numpy().astype(np.int32), upcoming
+        if ready is not None:
+            ready.synchronize()  # this frame's copy only, not the frame queued after it
+        return host[0].cpu().numpy().astype(np.int32), upcoming
 
     def closing_frames(self, width: int) -> TokenFrames:
         """Token frames that close the last generated segment (pending audio + end frame)."""

@@ -14,6 +14,7 @@ import torch
 
 from sesame_server.backends.base import BackendError
 from sesame_server.backends.csm import hub
+from sesame_server.backends.csm import loading as csm_loading
 from sesame_server.backends.csm.loading import is_transformers_layout, load_tokenizer, tokenizer_source
 from sesame_server.config import Settings
 
@@ -45,13 +46,7 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 
 
 def model_dir(settings: Settings) -> Path:
-    if settings.model_path is not None:
-        path = Path(settings.model_path)
-        if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
-            raise BackendError(f"MODEL_PATH {path} must be a directory with config.json and *.safetensors")
-        return path
-    return hub.snapshot(settings.torch_model_id, TORCH_PATTERNS, settings.hf_token, "the CSM model (transformers)",
-                        required=("config.json", "*.safetensors"))
+    return csm_loading.model_dir(settings, settings.torch_model_id, TORCH_PATTERNS, "the CSM model (transformers)")
 
 
 def load_assets(settings: Settings, device: torch.device) -> TorchAssets:
