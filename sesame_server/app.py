@@ -15,6 +15,7 @@ from sesame_server.context.conversation import remember_turns
 from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
 from sesame_server.ops.advice import describe_startup_failure
+from sesame_server.ops.drain import InFlight
 from sesame_server.ops.request_log import init_request_log
 from sesame_server.ops.metrics import Metrics
 from sesame_server.runtime import EXTENSION, Runtime
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.register_error_handler(Exception, unexpected_error)
     app.after_request(add_request_id)
     init_request_log(app, rt.metrics.observe_record)  # the lines no blueprint logged (unmatched routes)
+    app.wsgi_app = InFlight(app.wsgi_app, rt.drain)  # what a drain (SIGTERM) waits for
     return app
 
 

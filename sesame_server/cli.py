@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 
 from sesame_server import __version__, cli_say
 from sesame_server.backends import registry
@@ -159,10 +160,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     why = ["Ctrl+C"]
 
     def shutdown(signum, frame):  # noqa: ARG001
-        # Unwinds server.run() on the main thread; closing waitress from another thread
-        # makes its select() fail and the process exit non-zero (launchd would restart it).
+        # The first SIGTERM drains (ops/drain.py): in-flight requests finish, new ones get
+        # 503; when it is done (or DRAIN_SECONDS pass) the drainer signals again. The second
+        # unwinds server.run() on the main thread; closing waitress from another thread makes
+        # its select() fail and the process exit non-zero (launchd would restart it).
         why[0] = "SIGTERM"
-        raise SystemExit(0)
+        if rt.drain.draining or settings.drain_seconds <= 0:
+            raise SystemExit(0)
+        rt.drain.begin()
+        threading.Thread(target=_drain_then_stop, args=(rt, settings.drain_seconds), name="drain",
+                         daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
@@ -180,8 +187,16 @@ def _banner(rt) -> None:
     print(f"Sesame TTS {__version__}: {info.name} backend, default voice {rt.catalogue.default.id}\n"
           f"  listening on  {url}  (OpenAI base URL {url}/v1; ElevenLabs base URL {url})\n"
           f"  playground    {url}/\n"
-          f"  health        {url}/health  (\"ok\" once the model is loaded)\n"
+          f"  health        {url}/health  (\"ok\" once the model is loaded; {url}/ready for a load balancer)\n"
           "Press Ctrl+C to stop.", flush=True)
+
+
+def _drain_then_stop(rt, seconds: float) -> None:
+    """Wait for what is in flight (and open WebSockets), then SIGTERM again: the handler stops."""
+    import os
+
+    rt.drain.wait(seconds, busy=lambda: len(rt.sockets))
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _csm(what: str, name: str = "csm"):

@@ -73,6 +73,10 @@ class Settings:
     context_max_seconds: float = 60.0
     context_session_gap_seconds: float = 60.0
 
+    # Running several servers (README: "Running several servers")
+    node_name: str | None = None  # X-Served-By; default: the host name
+    drain_seconds: float = 30.0  # after SIGTERM: finish what is in flight for at most this long, then exit
+
     # Performance
     warmup_on_start: bool = True
     max_queue_depth: int = 3  # jobs waiting beyond this get 429 (at least 1)
@@ -142,6 +146,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
                                               validate=Range(min=0)),
         warmup_on_start=env.bool("WARMUP_ON_START", d.warmup_on_start),
         max_queue_depth=env.int("MAX_QUEUE_DEPTH", d.max_queue_depth, validate=Range(min=1, max=10_000)),
+        node_name=env.str("NODE_NAME", None) or None,
+        drain_seconds=env.float("DRAIN_SECONDS", d.drain_seconds, validate=Range(min=0, max=3600)),
         idle_unload_minutes=env.float("IDLE_UNLOAD_MINUTES", d.idle_unload_minutes, validate=Range(min=0)),
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from flask import current_app, g
 from sesame_server.config import Settings
 from sesame_server.context.turns import TurnCache
 from sesame_server.engine.engine import Engine
+from sesame_server.ops.drain import Drain
 from sesame_server.ops.metrics import Metrics
 from sesame_server.realtime.sockets import OpenSockets
 from sesame_server.voices.catalogue import VoiceCatalogue
@@ -31,9 +33,12 @@ class Runtime:
     characters_served: int = 0
     public_url: str = ""  # how clients reach us (preview_url): PUBLIC_URL, else the bound address
     sockets: OpenSockets = field(default_factory=lambda: OpenSockets(0))  # set from settings
+    drain: Drain = field(default_factory=Drain)  # SIGTERM: finish what is in flight, refuse the rest
+    node: str = ""  # X-Served-By: NODE_NAME, else the host name
 
     def __post_init__(self) -> None:
         self.sockets.limit = self.settings.max_websockets
+        self.node = self.settings.node_name or socket.gethostname()
         if not self.public_url:
             self.public_url = self.settings.public_url or bound_url(self.settings.host, self.settings.port)
 

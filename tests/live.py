@@ -82,7 +82,7 @@ def cli_server(args: list[str], env: dict[str, str], timeout: float = 120.0) -> 
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass

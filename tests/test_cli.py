@@ -34,7 +34,7 @@ def test_serve_prints_where_it_listens_even_to_a_pipe_and_ctrl_c_stops_it_cleanl
         assert f"playground    {url}/" in lines[2] and f"{url}/health" in lines[3]
         assert lines[4].strip() == "Press Ctrl+C to stop."
         deadline = time.monotonic() + 60
-        while requests.get(f"{url}/health", timeout=5).status_code != 200:
+        while requests.get(f"{url}/ready", timeout=5).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         server.send_signal(signal.SIGINT)

@@ -15,6 +15,7 @@ from sesame_server.api import dialect, docs, guard, models, ops, spoken_route
 from sesame_server.api import elevenlabs as elevenlabs_api
 from sesame_server.api import openai as openai_api
 from sesame_server.api.errors import APIError
+from sesame_server.ops.drain import RETRY_AFTER_SECONDS
 from sesame_server.ops.request_log import RequestObserver, init_request_log, note_request
 from sesame_server.runtime import request_id, runtime
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 PARENT = "sesame_tts"
 # Open even with API_KEY set: readiness probes and service managers poll /health; browsers
 # fetch the icon on their own (it is not secret).
-_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.favicon"})
+_OPEN_ENDPOINTS = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.ready", f"{PARENT}.ops.favicon"})
+_PROBES = frozenset({f"{PARENT}.ops.health", f"{PARENT}.ops.ready", f"{PARENT}.ops.scrape"})
 # Pages a browser loads by navigation: a missing key gets a Basic challenge, so it asks for it.
 _BROWSER_PAGES = frozenset({f"{PARENT}.ops.playground", f"{PARENT}.ops.playground_asset"})
 # WebSockets whose key may come in the first message (ElevenLabs' xi_api_key): checked there.
@@ -64,6 +66,10 @@ def _enter() -> Response | None:
     elif endpoint not in _OPEN_ENDPOINTS:
         guard.check_key(settings, browser_page=endpoint in _BROWSER_PAGES)
     guard.limit_body(settings, endpoint.rsplit(".", 1)[-1])
+    if runtime().drain.draining and endpoint not in _PROBES:
+        # Before any work: a balancer retries it on another node (nothing was sent yet).
+        raise APIError(503, "This server is shutting down; retry the request (another server will take it).",
+                       code="draining", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return None
 
 
@@ -72,9 +78,11 @@ def _cors(response: Response) -> Response:
 
 
 def add_request_id(response: Response) -> Response:
+    """The request's id, and which server answered (X-Served-By: NODE_NAME or the host name)."""
     rid = request_id()
     response.headers["x-request-id"] = rid
     response.headers["request-id"] = rid
+    response.headers["X-Served-By"] = runtime().node
     return response
 
 

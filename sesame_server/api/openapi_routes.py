@@ -178,8 +178,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/user/subscription", "getSubscription", (ELEVENLABS,), "The local (unlimited) subscription",
           _json()),
     # Operations (errors in OpenAI's shape)
-    Route("GET", "/health", "getHealth", (SYSTEM,), "Readiness", _json(), open=True,
-          also={503: "Not ready: loading, or the model failed to load (same body)"}),
+    Route("GET", "/health", "getHealth", (SYSTEM,), "Liveness (200 while loading; the body's status says "
+          "ok | loading | error)", _json(), open=True,
+          also={503: "The model failed to load or the engine stopped: restart (same body)"}),
+    Route("GET", "/ready", "getReady", (SYSTEM,), "Readiness for a load balancer: loaded, warmed, the queue "
+          "below MAX_QUEUE_DEPTH, not draining", _json(), open=True,
+          also={503: "Not ready now (reason: loading | queue_full | draining | error), with Retry-After"}),
     Route("GET", "/metrics", "getMetrics", (SYSTEM,), "Prometheus metrics",
           {**_text("text/plain", "Prometheus text exposition"),
            **_text("application/openmetrics-text", "OpenMetrics, when the Accept header asks for it")}),

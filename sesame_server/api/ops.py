@@ -1,4 +1,5 @@
-"""Operator routes, opt-in: GET /health (readiness), GET /metrics (Prometheus), GET / (playground).
+"""Operator routes, opt-in: GET /health (liveness), GET /ready (readiness), GET /metrics
+(Prometheus), GET / (playground).
 
 The standalone server registers them; a host app that embeds the speech API asks for them
 (`init_app(app, ops=True)`). They read only what the inference thread published
@@ -27,6 +28,8 @@ _PAGE_HEADERS = {"Content-Security-Policy": _PLAYGROUND_POLICY, "Cache-Control":
 _ASSETS = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8",
            "favicon.svg": "image/svg+xml"}
 _HEALTHY = {"ready": "ok", "unloaded": "ok", "error": "error"}
+# Liveness fails only where a restart could help: the model failed to load, or the engine stopped.
+_DEAD = frozenset({"error", "stopped"})
 
 
 @bp.get("/health")
@@ -67,7 +70,34 @@ def health() -> Response:
     }
     if status.load_error is not None:
         body["error"] = status.load_error
-    return jsonify(body), 200 if body["status"] == "ok" else 503
+    body["node"] = rt.node
+    body["draining"] = rt.drain.draining
+    # Liveness: 200 while loading too (a probe must not kill a node that is still loading
+    # minutes of weights); `status` says ok | loading | error, /ready says whether to send work.
+    return jsonify(body), 503 if status.state in _DEAD else 200
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    """Readiness, in a balancer's terms: 200 when this node should get requests (loaded and
+    warmed, the queue below MAX_QUEUE_DEPTH, not draining); else 503 + Retry-After and why."""
+    rt = runtime()
+    engine = rt.engine
+    state, depth = engine.status.state, engine.queue_depth
+    if rt.drain.draining:
+        reason = "draining"
+    elif state not in ("ready", "unloaded"):
+        reason = "error" if state in _DEAD else "loading"
+    elif depth >= engine.max_queue_depth:
+        reason = "queue_full"
+    else:
+        reason = None
+    body = {"ready": reason is None, "node": rt.node, "state": state, "queue_depth": depth,
+            "max_queue_depth": engine.max_queue_depth}
+    if reason is None:
+        return jsonify(body), 200
+    body["reason"] = reason
+    return jsonify(body), 503, {"Retry-After": str(engine.retry_after(depth) if reason == "queue_full" else 5)}
 
 
 @bp.get("/metrics")

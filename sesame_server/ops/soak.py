@@ -312,7 +312,7 @@ def _server(args: argparse.Namespace, depth: int, deadline: float,
 def _wait_healthy(address: Address, server: subprocess.Popen, deadline: float, log: Path) -> Address:
     while server.poll() is None and time.monotonic() < deadline:
         try:
-            if _get(address, "/health", {})[0] == 200:
+            if _get(address, "/ready", {})[0] == 200:
                 return address
         except (OSError, http.client.HTTPException):
             pass  # not listening yet
