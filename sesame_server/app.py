@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sesame_server.api import add_request_id, http_error, speech_blueprint, unexpected_error
 from sesame_server.backends.base import Backend
@@ -33,6 +34,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.after_request(add_request_id)
     init_request_log(app, rt.metrics.observe_record)  # the lines no blueprint logged (unmatched routes)
     app.wsgi_app = InFlight(app.wsgi_app, rt.drain)  # what a drain (SIGTERM) waits for
+    if rt.settings.proxy_hops:
+        # Behind a balancer every request comes from it: the client is in X-Forwarded-For
+        # (conversation memory is keyed by client when there is no X-Session-Id or key).
+        # Trusted only from the configured number of proxies, never by default.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=rt.settings.proxy_hops, x_proto=rt.settings.proxy_hops)
     return app
 
 

@@ -65,6 +65,7 @@ class Settings:
 
     # Streaming
     stream_buffer_frames: int = 1  # frames generated before the first audio leaves
+    max_sentence_seconds: float = 90.0  # CSM: the longest one sentence may speak (a model that does not stop is cut)
     stream_chunk_size: int = 4096  # bytes per chunk on the wire (at most)
 
     # Conversation memory
@@ -75,6 +76,7 @@ class Settings:
 
     # Running several servers (README: "Running several servers")
     node_name: str | None = None  # X-Served-By; default: the host name
+    proxy_hops: int = 0  # proxies in front that set X-Forwarded-For (a balancer: 1); 0 trusts none
     drain_seconds: float = 30.0  # after SIGTERM: finish what is in flight for at most this long, then exit
 
     # Performance
@@ -145,8 +147,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         context_session_gap_seconds=env.float("CONTEXT_SESSION_GAP_SECONDS", d.context_session_gap_seconds,
                                               validate=Range(min=0)),
         warmup_on_start=env.bool("WARMUP_ON_START", d.warmup_on_start),
+        max_sentence_seconds=env.float("MAX_SENTENCE_SECONDS", d.max_sentence_seconds,
+                                       validate=Range(min=0.1, max=600)),
         max_queue_depth=env.int("MAX_QUEUE_DEPTH", d.max_queue_depth, validate=Range(min=1, max=10_000)),
         node_name=env.str("NODE_NAME", None) or None,
+        proxy_hops=env.int("PROXY_HOPS", d.proxy_hops, validate=Range(min=0, max=5)),
         drain_seconds=env.float("DRAIN_SECONDS", d.drain_seconds, validate=Range(min=0, max=3600)),
         idle_unload_minutes=env.float("IDLE_UNLOAD_MINUTES", d.idle_unload_minutes, validate=Range(min=0)),
     )

@@ -154,7 +154,8 @@ class CsmBackend:
         pending, in_cache = self._start(tail, use, voice, history, len(texts[0]), record)
         rt.codec.reset()  # no Mimi state may leak from the previous utterance
         for index, (sentence, text) in enumerate(zip(sentences, texts)):
-            max_frames = window.frame_budget(len(text), self.max_frames_per_sentence)
+            max_frames = window.frame_budget(len(text), self.max_frames_per_sentence,
+                                                self.settings.max_sentence_seconds)
             pending = TokenFrames.concat([pending, text], builder.width)
             if not window.fits(loop.cache.offset, len(pending), max_frames, loop.max_len):
                 pending, max_frames = self._relay(voice, history, text, max_frames, record)
@@ -208,7 +209,8 @@ class CsmBackend:
         keys = [k for k, _ in history]
         verdict = window.continuation(
             tail, voice_id=voice.voice_id, keys=keys, user=use, offset=rt.loop.cache.offset, window=rt.loop.max_len,
-            first_text=first_text, max_frames=window.frame_budget(first_text, self.max_frames_per_sentence))
+            first_text=first_text, max_frames=window.frame_budget(first_text, self.max_frames_per_sentence,
+                                           self.settings.max_sentence_seconds))
         if verdict is window.Continuation.CONTINUE:
             self.counters.context_kv_hits += 1
             pending, in_cache = tail.closing, list(tail.keys)

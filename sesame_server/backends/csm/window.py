@@ -41,12 +41,13 @@ def count_turns(keys: Iterable[SegmentKey], *, excluding: str | None = None) -> 
     return len({k[0] for k in keys if k[0]}) + sum(1 for k in keys if not k[0])
 
 
-def frame_budget(text_tokens: int, fixed: int | None = None) -> int:
-    """Frames a sentence may take: `fixed` (tests, bench, warm-up), else from its length."""
+def frame_budget(text_tokens: int, fixed: int | None = None, max_seconds: float = MAX_SECONDS_PER_SENTENCE) -> int:
+    """Frames a sentence may take: `fixed` (tests, bench, warm-up), else from its length, at
+    most `max_seconds` (MAX_SENTENCE_SECONDS)."""
     if fixed is not None:
         return max(1, int(fixed))
     # Generous: ~12 frames (~1 s) per text token, the model normally stops much earlier.
-    return int(min(MAX_SECONDS_PER_SENTENCE / FRAME_SECONDS, 25 + 12 * text_tokens))
+    return max(1, int(min(max_seconds / FRAME_SECONDS, 25 + 12 * text_tokens)))
 
 
 def fits(offset: int, tokens: int, max_frames: int, window: int) -> bool:
