@@ -179,3 +179,26 @@ def test_sigterm_drains_a_real_server_without_cutting_its_stream(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_the_client_address_comes_from_the_balancer_only_when_told(tmp_path):
+    """Conversation memory falls back to the client address: behind a balancer that is
+    X-Forwarded-For's, but only with PROXY_HOPS set (else any client could claim any address)."""
+    from sesame_server.app import create_app
+    from sesame_server.runtime import EXTENSION
+
+    seen = {}
+    for hops in (0, 1):
+        app = create_app(Settings(cache_dir=tmp_path, warmup_on_start=False, proxy_hops=hops), backend=FakeBackend())
+
+        @app.get("/whoami")
+        def whoami():
+            from flask import request
+            return {"address": request.remote_addr}
+
+        try:
+            seen[hops] = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.7"},
+                                               environ_base={"REMOTE_ADDR": "127.0.0.1"}).json["address"]
+        finally:
+            app.extensions[EXTENSION].close()
+    assert seen == {0: "127.0.0.1", 1: "203.0.113.7"}

@@ -24,7 +24,7 @@ from tests.csm_tiny import tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx)")
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx)")
 
 
 def _free_port() -> int:
@@ -96,6 +96,7 @@ def _speak(base: str, session: str, text: str = "Hello there.", **extra) -> requ
                          json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav", **extra})
 
 
+@needs_nginx
 def test_a_session_stays_on_its_node_and_its_second_turn_remembers_the_first(cluster):
     base, _ = cluster
     where = {}
@@ -114,6 +115,7 @@ def test_a_session_stays_on_its_node_and_its_second_turn_remembers_the_first(clu
         assert _speak(base, session, "Still me.").headers["X-Served-By"] == node
 
 
+@needs_nginx
 def test_a_full_node_spills_to_the_others_and_no_request_is_lost(cluster):
     """Six at once for one session: its node takes what its queue holds (MAX_QUEUE_DEPTH=2)
     and answers the rest 429; nginx gives those to the next nodes, none is lost."""
@@ -132,6 +134,7 @@ def test_a_full_node_spills_to_the_others_and_no_request_is_lost(cluster):
     assert len({r.headers["X-Served-By"] for r in results}) >= 2
 
 
+@needs_nginx
 def test_a_draining_node_finishes_its_stream_and_its_sessions_move_on(cluster):
     base, nodes = cluster
     session = "drained-session"
@@ -155,6 +158,7 @@ def test_a_draining_node_finishes_its_stream_and_its_sessions_move_on(cluster):
     assert owner.process.wait(60) == 0  # exited once its stream was done
 
 
+@needs_nginx
 def test_a_dead_nodes_sessions_are_served_by_another(cluster):
     base, nodes = cluster
     alive = [node for node in nodes.values() if node.process.poll() is None]
@@ -164,3 +168,12 @@ def test_a_dead_nodes_sessions_are_served_by_another(cluster):
     for index in range(6):
         response = _speak(base, f"after-death-{index}")
         assert response.status_code == 200 and response.headers["X-Served-By"] != victim.name
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
+                    reason="haproxy is not installed (Debian: apt-get install haproxy)")
+def test_the_shipped_haproxy_config_is_valid(tmp_path):
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    done = subprocess.run([haproxy, "-c", "-f", str(ROOT / "etc" / "haproxy" / "sesame-tts.cfg")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
