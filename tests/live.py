@@ -68,9 +68,7 @@ def cli_server(args: list[str], env: dict[str, str], timeout: float = 120.0) -> 
     import socket
     import subprocess
     import sys
-    import time
 
-    import requests
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -79,16 +77,28 @@ def cli_server(args: list[str], env: dict[str, str], timeout: float = 120.0) -> 
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become healthy"
-            time.sleep(0.2)
+        wait_ready(url, server, timeout)
         yield url
     finally:
         server.terminate()
         assert server.wait(30) == 0, server.stderr.read()[-2000:]  # SIGTERM is a clean stop
+
+
+def wait_ready(url: str, process, timeout: float = 120.0) -> None:
+    """Until the server at `url` (run by `process`, a Popen) answers /ready with 200."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"the server at {url} exited: {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server at {url} did not become ready in {timeout:.0f} s")
+        time.sleep(0.2)

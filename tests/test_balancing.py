@@ -13,7 +13,7 @@ import requests
 
 from sesame_server.config import Settings
 from tests.fakes import FakeBackend, wait_until
-from tests.live import live_server
+from tests.live import live_server, wait_ready
 
 
 @pytest.fixture
@@ -146,15 +146,7 @@ def test_sigterm_drains_a_real_server_without_cutting_its_stream(tmp_path):
                                str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.2)
+        wait_ready(url, server)
         text = " ".join(["This sentence keeps the stream going for a good while."] * 40)
         with requests.post(f"{url}/v1/audio/speech", stream=True, timeout=120, json={
                 "model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav"}) as response:

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.csm_tiny import tiny_model_dir
+from tests.live import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -48,16 +49,8 @@ class Node:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and self.process.poll() is None, self.process.stderr.read()[-2000:]
-            time.sleep(0.2)
+    def wait_ready(self) -> None:
+        wait_ready(self.url, self.process)
 
 
 @pytest.fixture(scope="module")
