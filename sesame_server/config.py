@@ -60,6 +60,7 @@ class Settings:
     max_input_length: int = 4096
     # Text front end (sesame_server/spoken): markdown, numbers, URLs, emoji... as spoken.
     text_normalization: str = "auto"  # auto|on: normalize unless a request says off; off: never unless it says on
+    voice_text_normalization: tuple[tuple[str, str], ...] = ()  # (voice id, on|off): that voice's default
     code_blocks: str = "skip"  # skip: "Code block omitted."; read: read them
     emoji: str = "drop"  # drop, or describe ("thumbs up")
 
@@ -137,6 +138,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         default_output_format=env.str("DEFAULT_OUTPUT_FORMAT", d.default_output_format),
         max_input_length=env.int("MAX_INPUT_LENGTH", d.max_input_length, validate=Range(min=1, max=1_000_000)),
         text_normalization=env.str("TEXT_NORMALIZATION", d.text_normalization, validate=OneOf(("auto", "on", "off"))),
+        voice_text_normalization=env.dict("VOICE_TEXT_NORMALIZATION", {}),
         code_blocks=env.str("CODE_BLOCKS", d.code_blocks, validate=OneOf(("skip", "read"))),
         emoji=env.str("EMOJI", d.emoji, validate=OneOf(("drop", "describe"))),
         stream_buffer_frames=env.int("STREAM_BUFFER_FRAMES", d.stream_buffer_frames, validate=Range(min=1, max=100)),
@@ -161,6 +163,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         # environs lists every bad key; keep its wording, prefix ours.
         raise SettingsError(f"Invalid configuration: {_describe(exc)}") from None
     values["log_level"] = values["log_level"].upper()
+    values["voice_text_normalization"] = _voice_modes(values["voice_text_normalization"])
     values["cache_dir"] = Path(values["cache_dir"]).expanduser()
     if values["model_path"] is not None:
         values["model_path"] = Path(values["model_path"]).expanduser()
@@ -173,6 +176,15 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
             raise SettingsError(f"Invalid configuration: PUBLIC_URL must start with http:// or https:// "
                                 f"(got {values['public_url']!r})")
     return check_exposure(Settings(**values))
+
+
+def _voice_modes(modes: dict) -> tuple[tuple[str, str], ...]:
+    """VOICE_TEXT_NORMALIZATION=joe=off,conversational_a=on -> (("joe", "off"), ...)."""
+    for voice, mode in modes.items():
+        if mode not in ("on", "off"):
+            raise SettingsError(f"Invalid configuration: VOICE_TEXT_NORMALIZATION: {voice}={mode!r} "
+                                "(each voice takes on or off)")
+    return tuple((voice.strip(), mode) for voice, mode in modes.items())
 
 
 def check_exposure(settings: Settings) -> Settings:

@@ -67,3 +67,22 @@ def test_the_normalize_route_says_what_will_be_spoken(piper_server):
     assert off["spoken"] == REPLY and not off["changed"]
     bad = requests.post(f"{piper_server.url}/v1/text/normalize", json={"text": 5})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "text"
+    unknown = requests.post(f"{piper_server.url}/v1/text/normalize", json={"text": REPLY, "voice_id": "nobody"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "voice_id"
+
+
+def test_a_voice_can_have_its_own_default(tmp_path):
+    """VOICE_TEXT_NORMALIZATION=JoeEmbeddedPiper=off: that voice's text reaches the model as
+    written (both dialects), other requests and an explicit `on` are still normalized."""
+    from tests.conftest import piper_settings
+    from tests.live import live_server
+
+    with live_server(piper_settings(tmp_path, voice_text_normalization=((VOICE, "off"),))) as server:
+        said = requests.post(f"{server.url}/v1/text/normalize", json={"text": REPLY, "voice_id": VOICE}).json()
+        assert said["spoken"] == REPLY and not said["changed"]
+        assert requests.post(f"{server.url}/v1/text/normalize", json={"text": REPLY}).json()["spoken"] == SPOKEN
+        raw = requests.post(f"{server.url}/v1/text-to-speech/{VOICE}?output_format=pcm_24000", json={"text": "$5"})
+        assert raw.status_code == 200 and _job(server, raw).request.text == "$5"
+        forced = requests.post(f"{server.url}/v1/text-to-speech/{VOICE}?output_format=pcm_24000",
+                               json={"text": "$5", "apply_text_normalization": "on"})
+        assert _job(server, forced).request.text == "five dollars."

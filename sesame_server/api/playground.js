@@ -131,7 +131,7 @@ function speechRequest(signal, extra) {
 // What the voice says for the text (markdown, numbers, links... normalized), shown under it.
 async function showSpoken(text) {
   const response = await fetch(api("/v1/text/normalize"), {
-    method: "POST", headers: headers({"Content-Type": "application/json"}), body: JSON.stringify({text}),
+    method: "POST", headers: headers({"Content-Type": "application/json"}), body: JSON.stringify({text, voice_id: $("voice").value}),
   }).catch(() => null);
   if (!response || !response.ok) return;
   const body = await response.json();

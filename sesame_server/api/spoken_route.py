@@ -23,6 +23,8 @@ class NormalizeBody(BaseModel):
     text: Text = Field(description="Text as a client would send it to a speech route.")
     apply_text_normalization: Literal["auto", "on", "off"] | None = Field(
         None, description="As ElevenLabs' field; default: TEXT_NORMALIZATION.")
+    voice_id: Text | None = Field(None, description="The voice it is for: its own default applies "
+                                                   "(a cloned voice's label, VOICE_TEXT_NORMALIZATION).")
 
 
 @bp.post("/normalize")
@@ -32,5 +34,8 @@ def normalize_text() -> Response:
     if len(body.text) > rt.settings.max_input_length:
         raise APIError(400, f"text is {len(body.text)} characters; the maximum is {rt.settings.max_input_length}.",
                        param="text", code="input_too_long")
-    spoken = spoken_text(body.text, rt.settings, body.apply_text_normalization)
+    voice = rt.catalogue.get(body.voice_id) if body.voice_id else None
+    if body.voice_id and voice is None:
+        raise APIError(400, f"Voice {body.voice_id!r} does not exist.", param="voice_id", code="voice_not_found")
+    spoken = spoken_text(body.text, rt.settings, body.apply_text_normalization, voice)
     return jsonify({"text": body.text, "spoken": spoken.text, "changed": spoken.text != body.text})

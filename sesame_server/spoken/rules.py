@@ -8,7 +8,7 @@ import re
 
 import emoji
 
-from sesame_server.spoken import numbers
+from sesame_server.spoken import acronyms, numbers
 from sesame_server.spoken.text import Builder
 
 # One-letter units that are rarely anything else after a number; m, s, h are durations (below).
@@ -27,7 +27,7 @@ _PATTERN = re.compile(rf"""
 | (?P<date>\b(?P<dy>\d{{4}})-(?P<dm>0[1-9]|1[0-2])-(?P<dd>0[1-9]|[12]\d|3[01])\b)
 | (?P<time>\b(?P<th>[01]?\d|2[0-3]):(?P<tm>[0-5]\d)(?!\d)(?:\s?(?P<tp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))?)
 | (?P<hour>\b(?P<hh>1[0-2]|0?[1-9])\s?(?P<hp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))
-| (?P<duration>\b(?P<dn>\d+(?:\.\d+)?)(?P<du>ms|s|m|h)\b)
+| (?P<duration>\b(?P<dn>\d+(?:\.\d+)?)(?:(?P<du>ms|s|m|h)|\s(?P<du2>ms|s|h))\b(?!['’]))
 | (?P<magnitude>\b(?P<mn>\d+(?:\.\d+)?)(?P<mm>[KMB]|bn)\b)
 | (?P<version>\bv(?P<vn>\d+(?:\.\d+){{1,3}})\b|\b\d+\.\d+\.\d+(?:\.\d+)?\b)
 | (?P<curpre>(?P<cs>[$€£¥])\s?(?P<ca>{_NUMBER})(?:\s?(?P<cmag>thousand|million|billion|trillion|bn|[kKMB])\b)?)
@@ -102,11 +102,11 @@ def _words(builder: Builder, start: int, end: int) -> None:
             position = max(match.end(), candidate + 1)
             spoken = _rewrite(match)
             if spoken is not None:
-                builder.keep(at, candidate)
+                acronyms.keep(builder, at, candidate)
                 builder.say(spoken, candidate, match.end())
                 at = match.end()
             break
-    builder.keep(at, end)
+    acronyms.keep(builder, at, end)
 
 
 # Every match of _PATTERN holds one of these in its first word.
@@ -194,7 +194,7 @@ _KINDS = {
     "phone": _phone,
     "domain": _domain,
     "hour": lambda m: numbers.clock(m.group("hh"), "00", m.group("hp")),
-    "duration": lambda m: numbers.unit(m.group("dn"), _DURATIONS[m.group("du")]),
+    "duration": lambda m: numbers.unit(m.group("dn"), _DURATIONS[m.group("du") or m.group("du2")]),
     "magnitude": lambda m: f"{numbers.cardinal(m.group('mn'))} {numbers.MAGNITUDES[m.group('mm')]}",
     "date": lambda m: numbers.date(m.group("dy"), m.group("dm"), m.group("dd")),
     "time": _time,
