@@ -84,6 +84,7 @@ def bench(args, settings: Settings) -> dict:
     def checks(runtime) -> dict:
         from . import parity
 
-        return {"parity": parity.report(runtime)}
+        graphs = runtime.loop.graphs  # CUDA only: the depth decoder replayed as captured graphs
+        return {"parity": parity.report(runtime), "depth_graph_replays": graphs.replays if graphs else None}
 
     return run(args, settings, CsmTorchBackend, None if args.no_parity else checks)

@@ -29,7 +29,8 @@ from sesame_server.backends.csm.loop_state import LoopState
 from sesame_server.backends.csm.prompt import TokenFrames
 
 from .kv_cache import BackboneCache
-from .sampling import SamplingParams, sample
+from .depth_graph import DepthGraphs
+from .sampling import SamplingParams, draw, sample
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class TorchFrameLoop:
-    def __init__(self, model, valid_ids: int, max_len: int | None = None, overlap: bool | None = None):
+    def __init__(self, model, valid_ids: int, max_len: int | None = None, overlap: bool | None = None,
+                 graphs: DepthGraphs | bool | None = None):
         self.model = model
         config = model.config
         self.device = model.lm_head.weight.device
@@ -62,6 +64,10 @@ class TorchFrameLoop:
         self._depth_values = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self._audio_offsets = torch.arange(self.codebooks, device=self.device) * self.vocab
         self.state = LoopState()
+        # The depth decoder's 31 steps as CUDA graphs (None: on CUDA; a DepthGraphs: the tests').
+        if graphs is None:
+            graphs = self.device.type == "cuda"
+        self.graphs = graphs if isinstance(graphs, DepthGraphs) else DepthGraphs(self) if graphs else None
 
     def _tables(self, rotary, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin for positions [0, length): [length, head_dim], the model's own RoPE (llama3)."""
@@ -134,10 +140,22 @@ class TorchFrameLoop:
         return write
 
     def _depth(self, last_h: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-        """All codebooks of one frame: [1, codebooks] on the device."""
+        """All codebooks of one frame: [1, codebooks] on the device (a captured graph's
+        replay where there is one for this sampling rule)."""
+        uniforms = draw(self.codebooks, generator, self.device)
+        if self.graphs is not None:
+            codes = self.graphs.run(last_h, params, uniforms)
+            if codes is not None:
+                return codes
+        return self.depth_steps(last_h, params, uniforms)
+
+    def depth_steps(self, last_h: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor,
+                    temperature: torch.Tensor | None = None) -> torch.Tensor:
+        """The depth decoder's steps for one frame, with no host sync, no random-number
+        generator and the same shapes every frame: what a CUDA graph can capture."""
         depth = self.model.depth_decoder
         inner, heads = depth.model, depth.codebooks_head.weight
-        code = sample(self.model.lm_head(last_h), params, self.valid_ids, generator)
+        code = sample(self.model.lm_head(last_h), params, self.valid_ids, uniforms[0], temperature)
         x = torch.cat([last_h[:, None, :], inner.embed_tokens(code)], dim=1)  # codebook 0: offset 0
         codes = [code]
         start = 0
@@ -145,7 +163,7 @@ class TorchFrameLoop:
             x = self._layers(self._depth_layers, inner.inputs_embeds_projector(x), start, self._depth_rope,
                              self._depth_write(start))
             out = inner.norm(x[:, -1])
-            code = sample(out @ heads[position - 1], params, self.valid_ids, generator)
+            code = sample(out @ heads[position - 1], params, self.valid_ids, uniforms[position], temperature)
             codes.append(code)
             start = position + 1
             # The next step feeds this code at its own position, with codebook `position`'s ids.

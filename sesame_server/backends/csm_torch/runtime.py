@@ -117,8 +117,9 @@ class TorchRuntime(TorchYardsticks, PrefixRuntime):
         self.assets: TorchAssets = assets
         self._prefixes: OrderedDict[str, KVSnapshot] = OrderedDict()  # least recently used first
         self._cache_uses = 0
-        log.info("CSM (torch) loaded in %.1f s (%s, %s, device=%s)", time.perf_counter() - started,
-                 assets.model_id, self.dtype, self.device_name)
+        log.info("CSM (torch) loaded in %.1f s (%s, %s, device=%s%s)", time.perf_counter() - started,
+                 assets.model_id, self.dtype, self.device_name,
+                 ", depth decoder as CUDA graphs" if self.loop.graphs else "")
 
     @property
     def model(self):
