@@ -10,6 +10,7 @@ left as written: they are shouted words far more often than acronyms.
 
 from __future__ import annotations
 
+import bisect
 import re
 from functools import cache
 
@@ -50,20 +51,34 @@ def spelled(letters: str, *, shouting: bool = False) -> bool:
 
 def keep(builder: Builder, start: int, end: int) -> None:
     """source[start:end] as written, but for the acronyms in it, which are spelled."""
-    source = builder.source
+    found = builder.memo.get("acronyms")
+    if found is None:
+        found = builder.memo["acronyms"] = _acronyms(builder.source)
     at = start
-    for found in _CAPITALS.finditer(source, start, end):
-        letters = found.group("letters")
+    for index in range(bisect.bisect_left(found, (start,)), len(found)):
+        first, last, spoken = found[index]
+        if last > end:
+            break
+        builder.keep(at, first)
+        builder.say(spoken, first, last)
+        at = last
+    builder.keep(at, end)
+
+
+def _acronyms(source: str) -> tuple[tuple[int, int, str], ...]:
+    """Every acronym of a text and how it is said, found once per text (a reply is kept in
+    hundreds of runs: one scan of the whole text costs less than one per run)."""
+    found = []
+    for match in _CAPITALS.finditer(source):
+        letters = match.group("letters")
         if letters in SAID_AS:
             spoken = SAID_AS[letters]
-        elif spelled(letters, shouting=letters in SPELLED and _shouting(source, found.start(), found.end())):
+        elif spelled(letters, shouting=letters in SPELLED and _shouting(source, match.start(), match.end())):
             spoken = " ".join(letters)
         else:
             continue
-        builder.keep(at, found.start())
-        builder.say(spoken + ("'s" if found.group("tail") else ""), found.start(), found.end())
-        at = found.end()
-    builder.keep(at, end)
+        found.append((match.start(), match.end(), spoken + ("'s" if match.group("tail") else "")))
+    return tuple(found)
 
 
 def _shouting(source: str, start: int, end: int) -> bool:

@@ -50,6 +50,7 @@ class Builder:
         self.source = source
         self._pieces: list[Piece] = []
         self._ended = 0  # how many pieces there were after the last end_sentence
+        self.memo: dict = {}  # what a rule works out once per text (acronyms.py: where they are)
 
     def keep(self, start: int, end: int) -> None:
         """Source characters as they are."""
