@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -13,15 +11,16 @@ from sesame_server.backends.base import Backend
 from sesame_server.backends.selection import create_backend
 from sesame_server.config import Settings, load_settings
 from sesame_server.context.conversation import remember_turns
-from sesame_server.context.turns import TurnCache
+from sesame_server.context.turn_store import turn_cache
 from sesame_server.engine.engine import Engine
 from sesame_server.ops.advice import describe_startup_failure
 from sesame_server.ops.drain import InFlight
 from sesame_server.ops.request_log import init_request_log
 from sesame_server.ops.metrics import Metrics
-from sesame_server.runtime import EXTENSION, Runtime
+from sesame_server.runtime import EXTENSION, Runtime, node_name
 from sesame_server.voices.catalogue import VoiceCatalogue
 from sesame_server.voices.custom import CustomVoiceStore
+from sesame_server.voices.shared import SharedVoices
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, start: bool = True) -> Flask:
@@ -58,17 +57,15 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
     )
     catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)
     custom_voices = CustomVoiceStore(settings.voices_dir)
-    if backend.info.can_clone:
-        stored, unreadable = custom_voices.scan()
-        for voice in stored:
-            catalogue.add(voice.as_voice())
-        for broken in unreadable:
-            catalogue.mark_unusable(Path(broken.path).name, broken.reason)
+    if backend.info.can_clone:  # VOICES_DIR may be shared: other nodes' voices come and go
+        SharedVoices(custom_voices, catalogue, rescan_seconds=settings.voices_rescan_seconds,
+                     forget=engine.forget_voice).load()
+    metrics = Metrics(node=node_name(settings))  # the TTFA histogram's node label
+    metrics.watch_engine(engine)  # scrape-time gauges from what the inference thread published
     turns = None
     if settings.context_enabled and settings.context_max_turns > 0 and backend.info.uses_context:
-        turns = TurnCache(max_turns=settings.context_max_turns, max_seconds=settings.context_max_seconds)
-    metrics = Metrics()
-    metrics.watch_engine(engine)  # scrape-time gauges from what the inference thread published
+        turns = turn_cache(settings, on_error=metrics.observe_turn_store_error,
+                           on_restore=metrics.observe_restored_turns)
     rt = Runtime(settings=settings, engine=engine, catalogue=catalogue, custom_voices=custom_voices,
                  metrics=metrics, turns=turns)
     app.extensions[EXTENSION] = rt

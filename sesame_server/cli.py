@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the CSM frame loop against mlx-audio's reference loop "
                                          "(--transport: WebSocket vs HTTP time to first audio)")
-    from sesame_server import bench_http, bench_text, bench_transport
+    from sesame_server import bench_cluster, bench_http, bench_text, bench_transport
 
+    bench_cluster.add_arguments(bench)
     bench_transport.add_arguments(bench)
     bench_http.add_arguments(bench)
     bench_text.add_arguments(bench)
@@ -248,6 +249,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         from sesame_server import bench_text
 
         bench_text.run(args)
+        return 0
+    if args.cluster is not None:
+        from sesame_server import bench_cluster
+
+        bench_cluster.run(args, settings)
         return 0
     if args.transport or args.http is not None:
         from sesame_server import bench_http, bench_transport

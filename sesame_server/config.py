@@ -79,6 +79,12 @@ class Settings:
     node_name: str | None = None  # X-Served-By; default: the host name
     proxy_hops: int = 0  # proxies in front that set X-Forwarded-For (a balancer: 1); 0 trusts none
     drain_seconds: float = 30.0  # after SIGTERM: finish what is in flight for at most this long, then exit
+    # Conversation memory shared by the nodes (redis://host:port/db): a session that changes
+    # node continues there. Empty: each node remembers its own sessions only.
+    turn_store: str | None = None
+    # Cloned voices: default CACHE_DIR/voices; may be one folder every node shares (NFS, a PVC)
+    voices_path: Path | None = None  # VOICES_DIR
+    voices_rescan_seconds: float = 5.0  # voices added or deleted by other nodes are seen within this
 
     # Performance
     warmup_on_start: bool = True
@@ -90,10 +96,11 @@ class Settings:
 
     @property
     def voices_dir(self) -> Path:
-        return self.cache_dir / "voices"
+        return self.voices_path or self.cache_dir / "voices"
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TURN_STORE_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url reads
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -155,6 +162,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         node_name=env.str("NODE_NAME", None) or None,
         proxy_hops=env.int("PROXY_HOPS", d.proxy_hops, validate=Range(min=0, max=5)),
         drain_seconds=env.float("DRAIN_SECONDS", d.drain_seconds, validate=Range(min=0, max=3600)),
+        turn_store=env.str("TURN_STORE", "").strip() or None,
+        voices_path=env.str("VOICES_DIR", None) or None,  # empty: the default
+        voices_rescan_seconds=env.float("VOICES_RESCAN_SECONDS", d.voices_rescan_seconds,
+                                        validate=Range(min=0, max=3600)),
         idle_unload_minutes=env.float("IDLE_UNLOAD_MINUTES", d.idle_unload_minutes, validate=Range(min=0)),
     )
     try:
@@ -165,6 +176,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     values["log_level"] = values["log_level"].upper()
     values["voice_text_normalization"] = _voice_modes(values["voice_text_normalization"])
     values["cache_dir"] = Path(values["cache_dir"]).expanduser()
+    if values["voices_path"] is not None:
+        values["voices_path"] = Path(values["voices_path"]).expanduser()
     if values["model_path"] is not None:
         values["model_path"] = Path(values["model_path"]).expanduser()
     values["cors_origins"] = tuple(origin.strip().rstrip("/").lower() for origin in values["cors_origins"]
@@ -175,6 +188,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         if not values["public_url"].startswith(("http://", "https://")):
             raise SettingsError(f"Invalid configuration: PUBLIC_URL must start with http:// or https:// "
                                 f"(got {values['public_url']!r})")
+    if values["turn_store"] and not values["turn_store"].startswith(TURN_STORE_SCHEMES):
+        scheme = values["turn_store"].partition("://")[0] + "://..." if "://" in values["turn_store"] else "no scheme"
+        # Not the whole value: a store URL may carry a password.
+        raise SettingsError(f"Invalid configuration: TURN_STORE must start with redis://, rediss:// or unix:// "
+                            f"(got {scheme})")
     return check_exposure(Settings(**values))
 
 

@@ -38,7 +38,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.sockets.limit = self.settings.max_websockets
-        self.node = self.settings.node_name or socket.gethostname()
+        self.node = node_name(self.settings)
         if not self.public_url:
             self.public_url = self.settings.public_url or bound_url(self.settings.host, self.settings.port)
 
@@ -51,6 +51,11 @@ class Runtime:
         """Close the WebSockets (1001) and stop the inference thread (for hosts that embed the API and shut down)."""
         self.sockets.close_all()
         self.engine.stop()
+
+
+def node_name(settings: Settings) -> str:
+    """This server's name in X-Served-By, /ready and the metrics: NODE_NAME, else the host name."""
+    return settings.node_name or socket.gethostname()
 
 
 def bound_url(host: str, port: int) -> str:

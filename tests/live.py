@@ -95,7 +95,7 @@ def wait_ready(url: str, process, timeout: float = 120.0) -> None:
         try:
             if requests.get(f"{url}/ready", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting (a loaded machine)
             pass
         if process.poll() is not None:
             raise AssertionError(f"the server at {url} exited: {process.stderr.read()[-2000:]}")

@@ -6,13 +6,9 @@ Skipped, saying so, where nginx is not installed (.ci/run installs it)."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,57 +16,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.csm_tiny import tiny_model_dir
-from tests.live import wait_ready
+from sesame_server.bench_cluster import free_port, load, nginx_binary, render_nginx
+from tests.cluster_nodes import Node, reference_wav
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx)")
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Node:
-    def __init__(self, name: str, tmp: Path):
-        self.name, self.port = name, _free_port()
-        env = {**os.environ, "BACKEND": "csm", "MODEL_PATH": str(tiny_model_dir()), "CACHE_DIR": str(tmp / name),
-               "WARMUP_ON_START": "false", "NODE_NAME": name, "MAX_QUEUE_DEPTH": "2", "DRAIN_SECONDS": "60",
-               "PROXY_HOPS": "1", "LOG_LEVEL": "WARNING",
-               "MAX_SENTENCE_SECONDS": "0.8"}  # random weights never end a sentence: ten frames each
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sesame_server", "--env-file", "/dev/null", "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self) -> None:
-        wait_ready(self.url, self.process)
+needs_nginx = pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (Debian: apt-get install nginx)")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
-    nodes = [Node(f"node-{index}", tmp) for index in (1, 2, 3)]
-    shipped = (ROOT / "etc" / "nginx" / "sesame-tts.conf").read_text()
-    port = _free_port()
-    servers = "\n".join(f"    server 127.0.0.1:{node.port} max_fails=0;" for node in nodes)
-    conf = re.sub(r"(?m)^    server 10\.0\.0\.\d+:8880.*\n(?:    server 10\.0\.0\.\d+:8880.*\n)*", servers + "\n", shipped)
-    conf = conf.replace("listen 8880;", f"listen 127.0.0.1:{port};")
-    assert conf.count("server 127.0.0.1:") == 3 and f"listen 127.0.0.1:{port};" in conf
-    (tmp / "sesame-tts.conf").write_text(conf)
-    (tmp / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log warn;\n"
-        f"events {{ worker_connections 256; }}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n"
-        f"  fastcgi_temp_path {tmp}/fcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n"
-        f"  include {tmp}/sesame-tts.conf;\n}}\n")
-    nginx = subprocess.Popen([NGINX, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stderr=subprocess.PIPE, text=True)
+    # One VOICES_DIR for all three (a shared volume in production), a CACHE_DIR each.
+    nodes = [Node(f"node-{index}", tmp, VOICES_DIR=str(tmp / "voices")) for index in (1, 2, 3)]
+    port = free_port()
+    conf = render_nginx(tmp, [node.port for node in nodes], port)  # the shipped file, addresses changed
+    nginx = subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(tmp)], stderr=subprocess.PIPE, text=True)
     try:
         for node in nodes:
             node.wait_ready()
@@ -79,9 +40,7 @@ def cluster(tmp_path_factory):
         nginx.terminate()
         nginx.wait(10)
         for node in nodes:
-            if node.process.poll() is None:
-                node.process.kill()
-                node.process.wait()
+            node.stop()
 
 
 def _speak(base: str, session: str, text: str = "Hello there.", **extra) -> requests.Response:
@@ -109,6 +68,28 @@ def test_a_session_stays_on_its_node_and_its_second_turn_remembers_the_first(clu
 
 
 @needs_nginx
+def test_a_voice_cloned_through_the_balancer_is_usable_from_every_node(cluster):
+    base, nodes = cluster
+    created = requests.post(f"{base}/v1/voices/add", data={"name": "Everywhere"}, timeout=120,
+                            files=[("files", ("me.wav", reference_wav(1.5), "audio/wav"))])
+    assert created.status_code == 200, created.text
+    voice_id = created.json()["voice_id"]
+    folder = Path(nodes["node-1"].env["VOICES_DIR"]) / voice_id
+    codes = list(folder.glob("codes-*.npz"))
+    assert len(codes) == 1  # encoded once at upload, kept next to the voice
+    before = codes[0].stat()
+    for node in nodes.values():  # straight to each node, not through nginx
+        response = requests.post(f"{node.url}/v1/audio/speech", timeout=120, json={
+            "model": "tts-1", "voice": voice_id, "input": "Mine everywhere.", "response_format": "wav"})
+        assert response.status_code == 200, f"{node.name}: {response.text}"  # an unknown voice would be a 400
+        assert response.headers["X-Served-By"] == node.name
+    # The other nodes read those codes: none encoded the voice again and rewrote them.
+    after = codes[0].stat()
+    assert list(folder.glob("codes-*.npz")) == codes
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+@needs_nginx
 def test_a_full_node_spills_to_the_others_and_no_request_is_lost(cluster):
     """Six at once for one session: its node takes what its queue holds (MAX_QUEUE_DEPTH=2)
     and answers the rest 429; nginx gives those to the next nodes, none is lost."""
@@ -125,6 +106,16 @@ def test_a_full_node_spills_to_the_others_and_no_request_is_lost(cluster):
         thread.join(120)
     assert [r.status_code for r in results] == [200] * 6  # nginx retried every 429 elsewhere
     assert len({r.headers["X-Served-By"] for r in results}) >= 2
+
+
+@needs_nginx
+def test_the_cluster_bench_load_is_answered_with_audio(cluster):
+    """`sesame-tts bench --cluster`'s mixed load (both dialects, buffered and streamed) through
+    the balancer: nothing fails, and what it counts are whole responses."""
+    base, _ = cluster
+    voice = requests.get(f"{base}/v1/voices", timeout=10).json()["voices"][0]["voice_id"]
+    row = load(base, clients=3, seconds=3.0, voice=voice)
+    assert row["failed"] == 0 and row["completed"] >= 3 and row["requests_per_minute"] > 0
 
 
 @needs_nginx

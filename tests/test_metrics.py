@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sesame_server.engine.engine import Engine
 from sesame_server.engine.request import SpeechRequest
+from sesame_server.engine.status import BusyTime
 from sesame_server.ops.collectors import ProcessMemoryCollector
 from sesame_server.ops.metrics import EXTENSION, Metrics, init_metrics, metrics
 from sesame_server.ops.request_log import init_request_log, note_request
@@ -23,10 +24,10 @@ SNAKE = re.compile(r"^[a-z_][a-z0-9_]*$")
 UNITLESS_HISTOGRAMS = {"sesame_tts_generation_real_time_factor"}  # seconds per second
 
 
-def metrics_app(engine: Engine, name: str = __name__) -> Flask:
+def metrics_app(engine: Engine, name: str = __name__, node: str = "node-under-test") -> Flask:
     """An app with the metrics and a /metrics route standing in for the API layer's."""
     app = Flask(name)
-    init_metrics(app, engine)
+    init_metrics(app, engine, node=node)
 
     @app.get("/metrics")
     def scrape_route():
@@ -87,11 +88,12 @@ def test_exposition_parses_and_has_every_family(served):
                  "sesame_tts_cancellations", "sesame_tts_encode_seconds", "sesame_tts_context_cache_turns",
                  "sesame_tts_context_lookups", "sesame_tts_model_loaded", "sesame_tts_engine_state",
                  "sesame_tts_process_peak_resident_memory_bytes", "process_resident_memory_bytes",
-                 "sesame_tts_build_info"):
+                 "sesame_tts_build_info", "sesame_tts_busy_seconds"):
         assert name in families, name
     assert value(families, "sesame_tts_model_loaded") == 1
     assert value(families, "sesame_tts_engine_state", state="ready") == 1
     assert value(families, "sesame_tts_queue_depth") == 0
+    assert value(families, "sesame_tts_busy_seconds", "sesame_tts_busy_seconds_total") == 0
     assert value(families, "process_resident_memory_bytes") > 1e6
     assert value(families, "sesame_tts_build_info", backend="fake", model="fake") == 1
     assert "sesame_tts_model_memory_bytes" not in families  # the fake reports none
@@ -116,7 +118,7 @@ def test_job_histograms_move_from_the_request_log_with_its_dialect(served):
     response.close()  # the request log observes the job when the response is closed
     after = scrape(app)
     ttfa = "sesame_tts_time_to_first_audio_seconds"
-    assert value(after, ttfa, f"{ttfa}_count", dialect="elevenlabs") == 1
+    assert value(after, ttfa, f"{ttfa}_count", dialect="elevenlabs", node="node-under-test") == 1
     assert value(after, ttfa, f"{ttfa}_sum", dialect="elevenlabs") > 0
     assert value(after, "sesame_tts_generation_seconds", "sesame_tts_generation_seconds_count",
                  dialect="elevenlabs") == 1
@@ -125,6 +127,59 @@ def test_job_histograms_move_from_the_request_log_with_its_dialect(served):
     assert value(after, "sesame_tts_prefill_tokens", "sesame_tts_prefill_tokens_sum", dialect="elevenlabs") == 7
     assert value(after, "sesame_tts_requests", "sesame_tts_requests_total", dialect="elevenlabs",
                  route="/v1/audio/speech", format="pcm", status="200", streamed="true") == 1
+
+
+def busy_seconds(app) -> float:
+    return value(scrape(app), "sesame_tts_busy_seconds", "sesame_tts_busy_seconds_total")
+
+
+def test_busy_seconds_count_generation_time_within_the_wall_time(served):
+    # What an autoscaler reads: rate(sesame_tts_busy_seconds_total) is the utilisation, 0..1.
+    app, engine, _ = served
+    client = app.test_client()
+    started = time.monotonic()
+    for n in range(3):
+        client.post(f"/v1/audio/speech?rid=r{n}").close()
+    wall = time.monotonic() - started
+    busy = busy_seconds(app)
+    assert 0 < busy <= wall
+    generation = value(scrape(app), "sesame_tts_generation_seconds", "sesame_tts_generation_seconds_sum",
+                       dialect="openai")
+    assert busy == pytest.approx(generation, abs=0.05)  # the same jobs, timed on the same thread
+    time.sleep(0.05)
+    assert busy_seconds(app) == busy  # idle: the counter stands still
+
+
+def test_busy_seconds_grow_while_a_job_runs_and_never_go_back():
+    backend = FakeBackend(frames=3, gated=True)
+    engine = Engine(backend, warmup=False).start()
+    try:
+        assert engine.wait_ready(5)
+        app = metrics_app(engine)
+        job = engine.submit(speech("long"))
+        wait_until(backend.started.is_set)
+        readings = [busy_seconds(app)]
+        time.sleep(0.05)
+        readings.append(busy_seconds(app))  # a long sentence counts while it is generated
+        assert readings[1] >= readings[0] + 0.04
+        for _ in range(3):
+            backend.gate.release()
+        assert job.done.wait(5)
+        readings += [busy_seconds(app) for _ in range(3)]
+        assert readings == sorted(readings)
+    finally:
+        engine.stop()
+
+
+def test_busy_time_is_monotonic_across_a_jobs_end():
+    busy = BusyTime()
+    busy.start(time.monotonic() - 1.0)
+    running = busy.seconds()
+    assert running >= 1.0
+    busy.stop(time.monotonic() - 0.5)  # ended before the last read: the reading stands
+    assert busy.seconds() == running
+    busy.start(time.monotonic() - 2.0)
+    assert busy.seconds() >= 2.5
 
 
 def fake_job(*, started=0.5, first=0.7, finished=2.5, audio=4.0, interrupted=False, cancelled=False):

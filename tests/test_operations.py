@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,10 +28,14 @@ def test_metrics_parse_and_ttfa_moves_after_a_request(piper_server):
     response = requests.post(f"{piper_server.url}/v1/audio/speech",
                              json={"model": "tts-1", "voice": "alloy", "input": "Counting.", "response_format": "opus"})
     assert response.status_code == 200
-    key = "sesame_tts_time_to_first_audio_seconds_count{dialect=openai}"
+    # Labelled by the node that answered (X-Served-By): one histogram per node, by name.
+    key = f"sesame_tts_time_to_first_audio_seconds_count{{dialect=openai,node={response.headers['X-Served-By']}}}"
     # The request line (and its job's metrics) is recorded when waitress closes the response.
     wait_until(lambda: scrape(piper_server.url).get(key) == before.get(key, 0) + 1)
     after = scrape(piper_server.url)
+    # One inference thread: its generating seconds fit in the process's lifetime (rate() <= 1).
+    busy = after["sesame_tts_busy_seconds_total{}"]
+    assert 0 < busy <= time.time() - after["process_start_time_seconds{}"]
     encode = "sesame_tts_encode_seconds_count{format=opus}"
     assert after[encode] == before.get(encode, 0) + 1
     requests_key = next(k for k in after if k.startswith("sesame_tts_requests_total{")

@@ -47,3 +47,14 @@ def test_readme_example_runs_as_printed(piper_server, tmp_path, lang, code, line
     for path in written:
         decoded = decode(path.read_bytes(), _AUDIO[path.suffix])
         assert decoded.seconds > 0.3 and decoded.rms > 0.01, f"README.md:{line} wrote a bad {path.name}"
+
+
+_SHIPPED = re.compile(r"<!-- shipped: (\S+) -->\n```\w+\n(.*?)\n```", re.S)
+
+
+def test_the_configs_in_the_readme_are_the_ones_shipped():
+    """README prints the nginx and Kubernetes files as shipped: they must not drift apart."""
+    shown = _SHIPPED.findall(README.read_text())
+    assert {path for path, _ in shown} >= {"etc/nginx/sesame-tts.conf", "etc/kubernetes/base/deployment.yaml"}
+    for path, text in shown:
+        assert text == (README.parent / path).read_text().rstrip("\n"), f"README's copy of {path} is out of date"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -85,7 +86,9 @@ def test_broken_stored_voices_are_reported_and_refused_by_name(tmp_path, caplog)
     good, bad_json, bad_wav = ids
     (tmp_path / "voices" / bad_json / "voice.json").write_text("{ not json")
     (tmp_path / "voices" / bad_wav / "reference.wav").write_bytes(b"RIFF garbage")
-    (tmp_path / "voices" / ".incoming-crashed").mkdir()  # a crash mid-upload
+    (tmp_path / "voices" / ".incoming-crashed").mkdir()  # a crash mid-upload, an hour ago
+    os.utime(tmp_path / "voices" / ".incoming-crashed", (0, os.path.getmtime(tmp_path) - 3600))
+    (tmp_path / "voices" / ".incoming-in-progress").mkdir()  # another node's upload (a shared VOICES_DIR)
 
     caplog.set_level(logging.WARNING)
     with live_server(settings, backend=FakeBackend(frames=2, can_clone=True)) as server:
@@ -106,6 +109,7 @@ def test_broken_stored_voices_are_reported_and_refused_by_name(tmp_path, caplog)
         assert requests.delete(f"{server.url}/v1/voices/{bad_json}").json() == {"status": "ok"}
         assert bad_json not in [v["voice_id"] for v in requests.get(f"{server.url}/health").json()["voices_unreadable"]]
     assert not (tmp_path / "voices" / ".incoming-crashed").exists()
+    assert (tmp_path / "voices" / ".incoming-in-progress").exists()  # young: not ours to remove
 
 
 def test_a_reference_gone_after_startup_is_a_4xx_naming_the_voice(tmp_path):

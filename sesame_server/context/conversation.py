@@ -53,8 +53,15 @@ class ContextPlan:
 
 
 def plan_context(cache: TurnCache | None, settings: Settings, fields: ContextFields, voice: str, caller: Caller,
-                 observe_lookup: Callable[[bool], None] = lambda hit: None) -> ContextPlan:
+                 observe_lookup: Callable[[bool], None] = lambda hit: None,
+                 observe_cold_start: Callable[[str], None] | None = None) -> ContextPlan:
     """Resolve the request's context fields (already schema-valid) or its implicit session.
+
+    `observe_cold_start(reason)`, when given, hears of a client that expected continuity and
+    gets none (a line is logged too): its X-Session-Id has no recent turns here ("session"),
+    or none of the turns it named is known here ("reference"). Without an X-Session-Id or
+    references the client asked for nothing: not counted. The server's own sessions
+    (WebSocket contexts, dialogue lines) pass none.
 
     Raises ContextError naming the field for what only the settings can tell."""
     items = fields.context or []
@@ -92,10 +99,19 @@ def plan_context(cache: TurnCache | None, settings: Settings, fields: ContextFie
                 previous_text = None
             else:
                 previous_text = said  # text-only context: in the form the model reads
+        named = len(previous_ids) + sum(1 for item in items if item.audio_ref)
+        if observe_cold_start and named and not any(isinstance(turn, Turn) for turn in turns):
+            log.info("None of the %d turns the request names is on this node (%s): starting cold", named,
+                     f"session {session_id!r}" if session_id else "no X-Session-Id")
+            observe_cold_start("reference")
     else:
         recent = cache.recent(session, within=settings.context_session_gap_seconds)
         observe_lookup(bool(recent))
         turns.extend(recent)
+        if observe_cold_start and session_id and not recent:
+            # A new session, one past its gap, or one whose node went away: this node cannot tell.
+            log.info("Session %r has no stored turns on this node: starting cold", session_id)
+            observe_cold_start("session")
     context = _as_context([t for t in turns if t is not None], voice)
     return ContextPlan(context, previous_text, Conversation(session=session, owner=owner, audio_ref=fields.audio_ref))
 

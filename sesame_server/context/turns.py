@@ -68,20 +68,41 @@ class TurnCache:
     def add(self, session: str, turn: Turn) -> None:
         """Store a completed (or interrupted-with-audio) turn as the newest of `session`."""
         with self._lock:
-            state = self._sessions.pop(session, None) or _Session()
-            self._sessions[session] = state  # most recently used last
-            state.turns[turn.request_id] = turn
-            state.last_at = self.clock()
-            self._bytes += turn.nbytes
-            if turn.audio_ref:
-                self._refs[(turn.owner, turn.audio_ref)] = turn.request_id
-            self._trim_session(state)
-            while len(self._sessions) > self.max_sessions or (self._bytes > self.max_bytes and len(self._sessions) > 1):
-                _, oldest = self._sessions.popitem(last=False)
-                for old in oldest.turns.values():
-                    self._forget(old)
-            while self._bytes > self.max_bytes and len(state.turns) > 1:
-                self._forget(state.turns.popitem(last=False)[1])
+            self._insert(session, turn)
+
+    def restore(self, session: str, turns: list[Turn], *, age: float = 0.0) -> None:
+        """Put back a session's turns fetched from elsewhere (the shared turn store), oldest
+        first, in place of what this cache held for it; `age`: seconds since the newest was
+        spoken, so the session gap still counts from then."""
+        with self._lock:
+            stale = self._sessions.pop(session, None)
+            for old in stale.turns.values() if stale else ():
+                self._forget(old)
+            for turn in turns:
+                self._insert(session, turn)
+            state = self._sessions.get(session)
+            if state is not None:
+                state.last_at = self.clock() - age
+
+    def _insert(self, session: str, turn: Turn) -> None:
+        """add() under the lock."""
+        state = self._sessions.pop(session, None) or _Session()
+        self._sessions[session] = state  # most recently used last
+        replaced = state.turns.pop(turn.request_id, None)
+        if replaced is not None:  # the same turn again (restored): counted once
+            self._forget(replaced)
+        state.turns[turn.request_id] = turn
+        state.last_at = self.clock()
+        self._bytes += turn.nbytes
+        if turn.audio_ref:
+            self._refs[(turn.owner, turn.audio_ref)] = turn.request_id
+        self._trim_session(state)
+        while len(self._sessions) > self.max_sessions or (self._bytes > self.max_bytes and len(self._sessions) > 1):
+            _, oldest = self._sessions.popitem(last=False)
+            for old in oldest.turns.values():
+                self._forget(old)
+        while self._bytes > self.max_bytes and len(state.turns) > 1:
+            self._forget(state.turns.popitem(last=False)[1])
 
     def _trim_session(self, state: _Session) -> None:
         while len(state.turns) > self.max_turns or (

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from sesame_server.backends.base import Backend, Generation
 from sesame_server.engine.job import END, Job
 from sesame_server.engine.request import ReferenceVoice, SpeechRequest
-from sesame_server.engine.status import EngineStatus, EngineStopped, ModelUnavailable, QueueFull
+from sesame_server.engine.status import BusyTime, EngineStatus, EngineStopped, ModelUnavailable, QueueFull
 
 __all__ = ["Engine", "EngineStatus", "EngineStopped", "ModelUnavailable", "QueueFull"]
 
@@ -70,6 +70,7 @@ class Engine:
         self.advise = advise  # a load failure -> what the operator should do (ops.advice)
         self.status = EngineStatus()
         self.current: Job | None = None
+        self.busy = BusyTime()  # generating seconds, read by /metrics (autoscaling on utilisation)
         self.on_job_done: list[Callable[[Job], None]] = []  # observers: context memory, tests
         self._state = "starting"
         self._load_error: str | None = None  # advice, while the last load failed
@@ -249,6 +250,7 @@ class Engine:
             return
         self.current = job
         job.started_at = time.monotonic()
+        self.busy.start(job.started_at)
         try:
             job.generation = self._generate(job)
         except Exception as exc:  # noqa: BLE001 - travels to the request thread
@@ -260,6 +262,7 @@ class Engine:
             job.error = exc
             job.results.put(exc)
         finally:
+            self.busy.stop(time.monotonic())
             self.current = None
             self._last_activity = self.clock()
             self._finish(job)

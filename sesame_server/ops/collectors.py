@@ -2,15 +2,16 @@
 
 A scrape runs on an HTTP thread, so the engine collector reads only what is safe from any
 thread: the EngineStatus snapshot the inference thread publishes, the lock-protected queue
-depth and whether a job is current. It never calls the backend (MLX state belongs to the
-inference thread). Memory comes from ops.memory, in bytes.
+depth, whether a job is current and its busy seconds (engine.status.BusyTime). It never
+calls the backend (MLX state belongs to the inference thread). Memory comes from
+ops.memory, in bytes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sesame_server import __version__
@@ -37,6 +38,10 @@ class EngineCollector(Collector):
                                 value=engine.queue_depth)
         yield GaugeMetricFamily(f"{ns}_generating", "1 while the inference thread is generating a job.",
                                 value=1 if engine.current is not None else 0)
+        # A counter, not a gauge of "busy now": rate() over any window is the utilisation
+        # (0 to 1) an autoscaler wants, whatever the scrape interval.
+        yield CounterMetricFamily(f"{ns}_busy_seconds", "Seconds the inference thread spent generating; "
+                                  "rate() is its utilisation, 0 to 1.", value=engine.busy.seconds())
         state = GaugeMetricFamily(f"{ns}_engine_state", "1 for the engine's current state.", labels=["state"])
         for name in ENGINE_STATES:
             state.add_metric([name], 1 if status.state == name else 0)

@@ -10,6 +10,7 @@ serves `metrics(app).exposition(accept)`.
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from flask import Flask, current_app
@@ -42,8 +43,9 @@ REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 class Metrics:
     """Every metric the server exports, registered on its own CollectorRegistry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True):
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True, node: str | None = None):
         self.registry = registry or CollectorRegistry()
+        self.node = node or socket.gethostname()  # Runtime.node (X-Served-By): the TTFA histogram's label
         r = self.registry
         ns = NAMESPACE
         self.requests = Counter(
@@ -52,9 +54,11 @@ class Metrics:
         self.request_duration = Histogram(
             "request_duration_seconds", "Time from request start until the response was closed.",
             ["dialect", "route"], namespace=ns, buckets=REQUEST_BUCKETS, registry=r)
+        # `node` is constant per process; the scrape target adds pod/instance too, but those
+        # change on every restart and are lost in federation: this is the name in X-Served-By.
         self.time_to_first_audio = Histogram(
-            "time_to_first_audio_seconds", "From submit to the first PCM block (queue wait included).",
-            ["dialect"], namespace=ns, buckets=LATENCY_BUCKETS, registry=r)
+            "time_to_first_audio_seconds", "From submit to the first PCM block (queue wait included), by node.",
+            ["dialect", "node"], namespace=ns, buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram(
             "queue_wait_seconds", "Time a job waited in the queue before generation started.",
             ["dialect"], namespace=ns, buckets=QUEUE_BUCKETS, registry=r)
@@ -84,6 +88,21 @@ class Metrics:
             ["result"], namespace=ns, registry=r)
         for result in ("hit", "miss"):  # export zeros so the hit-rate query works from the start
             self.context_lookups.labels(result=result)
+        # A session's first turn counts too: against the request rate, a rise means sessions lose their node.
+        self.context_cold_starts = Counter(
+            "context_cold_starts", "Requests that named earlier turns (reason=session: X-Session-Id; reference: "
+            "previous_request_ids or a context audio_ref) and found none of them on this node: they start cold.",
+            ["reason"], namespace=ns, registry=r)
+        for reason in ("session", "reference"):
+            self.context_cold_starts.labels(reason=reason)
+        self.turn_store_errors = Counter(
+            "turn_store_errors", "Reads and writes of the shared turn store (TURN_STORE) that did not reach it: "
+            "failed, timed out, or skipped while it is unreachable.", ["operation"], namespace=ns, registry=r)
+        for operation in ("read", "write"):
+            self.turn_store_errors.labels(operation=operation)
+        self.turn_store_restored = Counter(
+            "turn_store_restored_turns", "Turns this node read back from the shared turn store (TURN_STORE): "
+            "another node spoke them.", namespace=ns, registry=r)
         r.register(PeakMemoryCollector())
         if process:
             PlatformCollector(registry=r)  # python_info
@@ -125,7 +144,8 @@ class Metrics:
         interrupted = job.interrupted or (not job.done.is_set() and job.cancel.is_set())
         self.queue_wait.labels(dialect=dialect).observe(max(0.0, job.started_at - job.submitted_at))
         if job.first_audio_at is not None:
-            self.time_to_first_audio.labels(dialect=dialect).observe(max(0.0, job.first_audio_at - job.submitted_at))
+            ttfa = max(0.0, job.first_audio_at - job.submitted_at)
+            self.time_to_first_audio.labels(dialect=dialect, node=self.node).observe(ttfa)
             if job.prefill_tokens is not None:
                 self.prefill_tokens.labels(dialect=dialect).observe(job.prefill_tokens)
         audio_seconds = job.audio_seconds
@@ -150,6 +170,15 @@ class Metrics:
     def observe_context_lookup(self, hit: bool) -> None:
         self.context_lookups.labels(result="hit" if hit else "miss").inc()
 
+    def observe_context_cold_start(self, reason: str) -> None:
+        self.context_cold_starts.labels(reason=reason).inc()
+
+    def observe_turn_store_error(self, operation: str) -> None:
+        self.turn_store_errors.labels(operation=operation).inc()
+
+    def observe_restored_turns(self, count: int) -> None:
+        self.turn_store_restored.inc(count)
+
     # -- scraping ----------------------------------------------------------------------------
     def watch_engine(self, engine: Engine) -> None:
         """Queue depth, engine state and model figures, read from `engine` at each scrape."""
@@ -165,11 +194,11 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-def init_metrics(app: Flask, engine: Engine | None = None) -> Metrics:
+def init_metrics(app: Flask, engine: Engine | None = None, node: str | None = None) -> Metrics:
     """Create the app's Metrics and keep it in app.extensions; given an engine, add its
     scrape-time gauges. Registers no route and no engine observer: the API layer serves
     the exposition and feeds observe_record from the request log."""
-    registry = Metrics()
+    registry = Metrics(node=node)
     app.extensions[EXTENSION] = registry
     if engine is not None:
         registry.watch_engine(engine)

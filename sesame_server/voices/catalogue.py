@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Protocol
 
 from sesame_server.backends.base import Voice
 
@@ -71,6 +72,16 @@ class VoiceUnusable(LookupError):
                          f"(DELETE /v1/voices/{voice_id}) and add it again.")
 
 
+class VoicesOnDisk(Protocol):
+    """What keeps the cloned voices in step with a VOICES_DIR other nodes write (voices/shared.py)."""
+
+    def rescan_if_due(self) -> None: ...
+
+    def look_for(self, voice_id: str) -> bool: ...
+
+    def still_there(self, voice_id: str) -> bool: ...
+
+
 class VoiceCatalogue:
     """The voices a backend offers, and how any name a client sends resolves to one."""
 
@@ -81,26 +92,57 @@ class VoiceCatalogue:
         self._lower = {voice.id.lower(): voice for voice in voices}
         self._by_elevenlabs_id = {elevenlabs_id(voice): voice for voice in voices}
         self.unusable: dict[str, str] = {}  # stored voice id -> why it cannot be used
+        self._disk: VoicesOnDisk | None = None
         if default_voice in self._voices:
             self.default = self._voices[default_voice]
         else:
             self.default = voices[0]
             log.info("Default voice %r is not offered by this backend; using %r", default_voice, self.default.id)
 
+    def follow(self, disk: VoicesOnDisk) -> None:
+        """From now on, ask `disk` about cloned voices other nodes may have added or deleted."""
+        self._disk = disk
+
     def __iter__(self):
-        return iter(self._voices.values())
+        self._rescan_if_due()
+        return iter(list(self._voices.values()))  # a copy: a rescan may add to it meanwhile
 
     def __len__(self) -> int:
+        self._rescan_if_due()
         return len(self._voices)
 
     @property
     def ids(self) -> list[str]:
+        self._rescan_if_due()
         return list(self._voices)
 
+    def cloned_ids(self) -> set[str]:
+        """The cloned voices known now (no rescan)."""
+        return {voice.id for voice in list(self._voices.values()) if voice.category == "cloned"}
+
     def get(self, voice_id: str) -> Voice | None:
-        """A voice by local id (any case) or by its ElevenLabs-side id."""
+        """A voice by local id (any case) or by its ElevenLabs-side id. A cloned voice is
+        looked for on disk when unknown here, and dropped when its folder is gone."""
+        self._rescan_if_due()
+        voice = self.get_known(voice_id)
+        if self._disk is None:
+            return voice
+        if voice is None:
+            if voice_id in self.unusable:  # known to be broken: not read again per request
+                return None
+            return self.get_known(voice_id) if self._disk.look_for(voice_id) else None
+        if voice.category == "cloned" and not self._disk.still_there(voice.id):
+            return None  # deleted on another node
+        return voice
+
+    def get_known(self, voice_id: str) -> Voice | None:
+        """get() from what this node knows, without looking at the disk."""
         return (self._voices.get(voice_id) or self._by_elevenlabs_id.get(voice_id)
                 or self._lower.get(voice_id.lower()))
+
+    def _rescan_if_due(self) -> None:
+        if self._disk is not None:
+            self._disk.rescan_if_due()
 
     def resolve(self, name: str) -> Voice:
         """A local voice for `name`: a local id, else an OpenAI built-in name or another

@@ -1,10 +1,12 @@
-"""Cloned voices on disk: CACHE_DIR/voices/<voice_id>/{voice.json, reference.wav}.
+"""Cloned voices on disk: VOICES_DIR/<voice_id>/{voice.json, reference.wav} (VOICES_DIR
+defaults to CACHE_DIR/voices and may be shared by several nodes: voices/shared.py).
 
 The directory name is an id we generate, never anything the uploader sent, so no name or
 filename can escape the voices directory. A voice is written into a hidden staging folder,
 fsynced, then renamed into place: a crash or a full disk leaves no half-written voice, and
 the staging folder is removed. A stored voice that cannot be read is reported (log, /health),
-never silently dropped.
+never silently dropped. The backend may keep what it derives from a voice (CSM: its Mimi
+codes) in the voice's folder, so it goes with the voice.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _STAGING_PREFIX = ".incoming-"
+# A staging folder this old is a crash's leftover; a younger one may be another node's upload.
+STALE_STAGING_SECONDS = 600.0
+_NOT_VOICES = {"lost+found"}  # a volume's own folder (ext4 on a PersistentVolumeClaim)
 
 
 class StorageFull(OSError):
@@ -80,19 +85,47 @@ class CustomVoiceStore:
         voices, unreadable = [], []
         for folder in sorted(self.root.iterdir()):
             if folder.name.startswith(_STAGING_PREFIX):
-                shutil.rmtree(folder, ignore_errors=True)
+                _remove_if_stale(folder)
                 continue
-            if not folder.is_dir():
-                continue
-            try:
-                voices.append(self._read(folder, check_audio=True))
-            except (OSError, ValueError, TypeError, RuntimeError) as exc:
-                unreadable.append(Unreadable(str(folder), _reason(exc)))
-                log.warning("Stored voice %s cannot be used and is skipped: %s", folder, _reason(exc))
+            found = self.find(folder.name) if folder.is_dir() and folder.name not in _NOT_VOICES else None
+            if isinstance(found, CustomVoice):
+                voices.append(found)
+            elif found is not None:
+                unreadable.append(found)
         return sorted(voices, key=lambda v: v.created_at_unix), unreadable
 
+    def on_disk(self) -> set[str]:
+        """The voice ids stored now: one directory listing, no file read (the cheap rescan)."""
+        try:
+            with os.scandir(self.root) as entries:
+                return {entry.name for entry in entries if not entry.name.startswith(_STAGING_PREFIX)
+                        and entry.name not in _NOT_VOICES and entry.is_dir()}
+        except FileNotFoundError:
+            return set()
+
+    def exists(self, voice_id: str) -> bool:
+        return (self.root / voice_id).is_dir()
+
+    def find(self, voice_id: str) -> CustomVoice | Unreadable | None:
+        """One stored voice, read and checked (as at startup); None when there is no such folder."""
+        folder = self.root / voice_id
+        if "/" in voice_id or voice_id in ("", ".", "..") or not folder.is_dir():
+            return None
+        try:
+            return self._read(folder, check_audio=True)
+        except FileNotFoundError as exc:
+            if not folder.is_dir():
+                return None  # deleted while we read it (by another node)
+            return self._unreadable(folder, exc)
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            return self._unreadable(folder, exc)
+
+    def _unreadable(self, folder: Path, exc: BaseException) -> Unreadable:
+        log.warning("Stored voice %s cannot be used and is skipped: %s", folder, _reason(exc))
+        return Unreadable(str(folder), _reason(exc))
+
     def get(self, voice_id: str) -> CustomVoice | None:
-        if not _is_id(voice_id) or not (self.root / voice_id).is_dir():
+        if not is_voice_id(voice_id) or not (self.root / voice_id).is_dir():
             return None
         try:
             return self._read(self.root / voice_id)
@@ -137,12 +170,16 @@ class CustomVoiceStore:
         return voice
 
     def delete(self, voice_id: str) -> bool:
-        if not _is_id(voice_id) or not (self.root / voice_id).is_dir():
+        if not is_voice_id(voice_id) or not (self.root / voice_id).is_dir():
             return False
         with self._lock:
-            # Renamed away first: the voice disappears at once, even if removing its files fails.
-            doomed = self.root / f"{_STAGING_PREFIX}deleted-{voice_id}"
-            os.rename(self.root / voice_id, doomed)
+            # Renamed away first: the voice disappears at once, even if removing its files fails
+            # (a name of its own: another node may be deleting the same voice right now).
+            doomed = self.root / f"{_STAGING_PREFIX}deleted-{voice_id}-{secrets.token_hex(4)}"
+            try:
+                os.rename(self.root / voice_id, doomed)
+            except FileNotFoundError:
+                return False  # another node deleted it first
             shutil.rmtree(doomed, ignore_errors=True)
         return True
 
@@ -155,6 +192,15 @@ class CustomVoiceStore:
             if info.frames == 0:
                 raise ValueError("reference.wav holds no audio")
         return voice
+
+
+def _remove_if_stale(folder: Path) -> None:
+    try:
+        age = time.time() - folder.stat().st_mtime
+    except OSError:
+        return
+    if age > STALE_STAGING_SECONDS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sync(handle) -> None:
@@ -201,5 +247,6 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-def _is_id(voice_id: str) -> bool:
+def is_voice_id(voice_id: str) -> bool:
+    """Shaped like the ids add() makes (what a request may name and we look for on disk)."""
     return 10 <= len(voice_id) <= 40 and all(c in _ID_ALPHABET for c in voice_id)

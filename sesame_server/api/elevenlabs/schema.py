@@ -87,7 +87,8 @@ def parse_speech(voice_id: str, body: TextToSpeechBody, query: Mapping[str, str]
                          "query" if args.output_format else "body")
     settings = voice_settings(body.voice_settings)
     try:
-        context = plan_context(rt.turns, rt.settings, body, voice.id, caller, rt.metrics.observe_context_lookup)
+        context = plan_context(rt.turns, rt.settings, body, voice.id, caller, rt.metrics.observe_context_lookup,
+                               rt.metrics.observe_context_cold_start)
     except ContextError as exc:
         raise APIError(422, str(exc), param=exc.param, code=exc.code) from None
     spoken = spoken_text(text, rt.settings, body.apply_text_normalization, voice)

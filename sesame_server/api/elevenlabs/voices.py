@@ -171,6 +171,7 @@ def add_voice() -> Response:
         log.warning("Voice %s not prepared yet (the model stayed busy): its first request will", voice.voice_id)
     except Exception as exc:
         rt.custom_voices.delete(voice.voice_id)
+        rt.catalogue.remove(voice.voice_id)  # a rescan may have found it on disk meanwhile
         if isinstance(exc, VoiceUnavailable):
             raise APIError(400, f"This voice cannot be used: {exc.reason}.", code="voice_unusable") from None
         raise

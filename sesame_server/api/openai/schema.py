@@ -67,7 +67,8 @@ def parse_speech(body: SpeechBody, rt: Runtime, caller: Caller, request_id: str)
     voice = _voice(body.voice, rt)
     fmt = openai_format(body.response_format or rt.settings.default_format)
     try:
-        context = plan_context(rt.turns, rt.settings, body, voice, caller, rt.metrics.observe_context_lookup)
+        context = plan_context(rt.turns, rt.settings, body, voice, caller, rt.metrics.observe_context_lookup,
+                               rt.metrics.observe_context_cold_start)
     except ContextError as exc:
         raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
     speech = SpeechRequest(  # OpenAI always normalizes (TEXT_NORMALIZATION=off turns it off)

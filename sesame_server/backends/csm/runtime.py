@@ -21,7 +21,7 @@ from sesame_server.config import Settings
 from .codec import MimiCodec
 from .frame_loop import FrameLoop
 from .kv_cache import KVSnapshot
-from .loading import CsmAssets, load_assets
+from .loading import CsmAssets, load_assets, mimi_source
 from .prompt import PromptBuilder, TokenFrames
 from .random_weights import RANDOM_WEIGHTS_WARNING, build_assets
 from .reference import reference_frames
@@ -70,7 +70,8 @@ class CsmRuntime(PrefixRuntime):
             self.builder = PromptBuilder(
                 assets.tokenizer, codebooks, bool(assets.config.get("speaker_prefix_space", False))
             )
-            codec_id = f"{settings.mimi_id}|{self.codec.bins}"
+            # Which Mimi made the codes (cached on a disk other nodes may share): its source, not only MIMI_ID.
+            codec_id = f"{mimi_source(settings, assets.model_dir)}|{self.codec.bins}"
             self.voices = VoicePromptStore(locate, self.codec.encode, codebooks, cache_dir, codec_id)
         self.assets: CsmAssets = assets
         self._prefixes: OrderedDict[str, KVSnapshot] = OrderedDict()  # least recently used first

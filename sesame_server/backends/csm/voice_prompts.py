@@ -2,8 +2,13 @@
 
 A voice is a short recording plus its transcript, put in front of every request as the
 first segment of the context. Encoding that recording with Mimi is the expensive part, so
-its codes are stored under CACHE_DIR/csm/voice_codes/ (with the transcript) and a voice is
-never encoded twice: not per request, not after a restart.
+its codes are stored on disk (with the transcript) and a voice is never encoded twice: not
+per request, not after a restart. A built-in voice's codes go under CACHE_DIR/csm/voice_codes/;
+a cloned voice's next to its recording (VOICES_DIR/<id>/codes-<digest>.npz), so every node
+sharing VOICES_DIR reuses the codes the first one made. The digest names the audio and the
+Mimi weights that encoded it. A cache file is written under a temporary name, fsynced and
+renamed (two nodes encoding at once: the last rename wins, both files are whole); one that
+cannot be read is a miss, encoded again and rewritten.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -80,6 +87,7 @@ class PromptAudio:
     key: str
     text: str
     load: Callable[[], tuple[np.ndarray, str]]  # (float32 mono audio at 24 kHz, transcript)
+    home: Path | None = None  # where its codes are kept: a cloned voice's own folder
 
 
 def prompt_files(voice_id: str, model_dir: Path | None, token: str | None) -> tuple[Path, str]:
@@ -132,7 +140,7 @@ def reference_prompt_source(reference: ReferenceVoice) -> PromptAudio:
             raise VoiceUnavailable(reference.voice_id,
                                    f"its reference recording {wav} is unreadable ({exc})") from None
 
-    return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, load)
+    return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, load, home=wav.parent)
 
 
 def read_audio(path: Path | bytes) -> np.ndarray:
@@ -176,7 +184,7 @@ class VoicePromptStore:
         return prompt
 
     def forget(self, voice_id: str) -> None:
-        """Drop a deleted voice's codes from memory (its disk cache is keyed by content)."""
+        """Drop a deleted voice's codes from memory (on disk they went with its folder)."""
         self._prompts.pop(voice_id, None)
 
     def _load(self, voice_id: str, source: PromptAudio | None) -> VoicePrompt:
@@ -184,30 +192,63 @@ class VoicePromptStore:
             if voice_id not in BUILTIN_VOICES:
                 raise BackendError(f"unknown csm voice {voice_id!r}")
             source = self._locate(voice_id)
-        path = self._cache_path(voice_id, source.key)
-        if path is not None and path.is_file():
-            try:
-                with np.load(path) as stored:
-                    codes, text = stored["codes"], str(stored["text"])
-                if codes.shape[0] == self._codebooks:
-                    return VoicePrompt(voice_id, text, 0, codes.astype(np.int32))
-            except Exception as exc:  # a damaged cache file is re-encoded, not fatal
-                log.warning("Ignoring unreadable voice cache %s: %s", path, exc)
+        path = self._cache_path(voice_id, source)
+        cached = None if path is None else self._read_cache(path)
+        if cached is not None:
+            return VoicePrompt(voice_id, cached[1], 0, cached[0])
         audio, text = source.load()
         log.info("Encoding the %s voice prompt with Mimi (%.1f s of audio, once)", voice_id, len(audio) / SAMPLE_RATE)
         codes = np.asarray(self._encode(audio), dtype=np.int32)[: self._codebooks]
         self.encodes += 1
         if codes.shape[0] != self._codebooks:
             raise BackendError(f"Mimi gave {codes.shape[0]} codebooks, CSM needs {self._codebooks}")
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, codes=codes, text=np.array(text))
-            tmp.replace(path)
+        if path is not None:  # a cloned voice's folder is never re-created: it may just have been deleted
+            write_codes(path, codes, text, make_dir=source.home is None)
         return VoicePrompt(voice_id, text, 0, codes)
 
-    def _cache_path(self, voice_id: str, key: str) -> Path | None:
-        if self._cache_dir is None:
+    def _read_cache(self, path: Path) -> tuple[np.ndarray, str] | None:
+        """(codes, transcript) from a cache file; None for a missing, partial or foreign one."""
+        try:
+            with np.load(path) as stored:
+                codes, text = stored["codes"], str(stored["text"])
+        except FileNotFoundError:
             return None
-        digest = hashlib.sha256(f"{key}|{self._codec_id}|{self._codebooks}".encode()).hexdigest()[:16]
+        except Exception as exc:  # noqa: BLE001 - damaged (zip, pickle, io): encoded again, never fatal
+            log.warning("Ignoring unreadable voice cache %s: %s", path, exc)
+            return None
+        if codes.ndim != 2 or codes.shape[0] != self._codebooks or codes.shape[1] == 0 or codes.dtype.kind not in "iu":
+            log.warning("Ignoring voice cache %s: codes of shape %s, %s", path, codes.shape, codes.dtype)
+            return None
+        log.debug("Voice codes read from %s", path)
+        return codes.astype(np.int32), text
+
+    def _cache_path(self, voice_id: str, source: PromptAudio) -> Path | None:
+        if self._cache_dir is None:
+            return None  # random weights: codes not worth keeping, and never next to a shared voice
+        digest = hashlib.sha256(f"{source.key}|{self._codec_id}|{self._codebooks}".encode()).hexdigest()[:16]
+        if source.home is not None:
+            return source.home / f"codes-{digest}.npz"
         return self._cache_dir / "csm" / "voice_codes" / f"{voice_id}-{digest}.npz"
+
+
+def write_codes(path: Path, codes: np.ndarray, text: str, *, make_dir: bool = False) -> bool:
+    """Write a cache file whole or not at all: a temporary name of this writer's own in the
+    same directory, fsync, os.replace. False (logged) when it cannot be written: a read-only
+    share, a full disk, the voice deleted meanwhile; the codes still serve from memory."""
+    tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        if make_dir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            np.savez(out, codes=codes, text=np.array(text))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        log.warning("Could not keep the voice codes at %s: %s", path, exc)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
