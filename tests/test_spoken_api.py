@@ -81,6 +81,9 @@ def test_a_voice_can_have_its_own_default(tmp_path):
         said = requests.post(f"{server.url}/v1/text/normalize", json={"text": REPLY, "voice_id": VOICE}).json()
         assert said["spoken"] == REPLY and not said["changed"]
         assert requests.post(f"{server.url}/v1/text/normalize", json={"text": REPLY}).json()["spoken"] == SPOKEN
+        for name in ("joe", "alloy"):  # its local id, an OpenAI voice it stands for
+            assert requests.post(f"{server.url}/v1/text/normalize",
+                                 json={"text": REPLY, "voice_id": name}).json()["spoken"] == REPLY
         raw = requests.post(f"{server.url}/v1/text-to-speech/{VOICE}?output_format=pcm_24000", json={"text": "$5"})
         assert raw.status_code == 200 and _job(server, raw).request.text == "$5"
         forced = requests.post(f"{server.url}/v1/text-to-speech/{VOICE}?output_format=pcm_24000",

@@ -13,6 +13,7 @@ from sesame_server.api.validation import json_body, validate
 from sesame_server.context.fields import Text
 from sesame_server.runtime import runtime
 from sesame_server.spoken.policy import spoken_text
+from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
 
 bp = Blueprint("spoken", __name__, url_prefix="/v1/text")
 
@@ -34,8 +35,11 @@ def normalize_text() -> Response:
     if len(body.text) > rt.settings.max_input_length:
         raise APIError(400, f"text is {len(body.text)} characters; the maximum is {rt.settings.max_input_length}.",
                        param="text", code="input_too_long")
-    voice = rt.catalogue.get(body.voice_id) if body.voice_id else None
-    if body.voice_id and voice is None:
-        raise APIError(400, f"Voice {body.voice_id!r} does not exist.", param="voice_id", code="voice_not_found")
+    voice = None
+    if body.voice_id:  # any name a speech route takes: a local or ElevenLabs id, an OpenAI voice
+        try:
+            voice = rt.catalogue.resolve(body.voice_id)
+        except (VoiceNotFound, VoiceUnusable) as exc:
+            raise APIError(400, str(exc), param="voice_id", code="voice_not_found") from None
     spoken = spoken_text(body.text, rt.settings, body.apply_text_normalization, voice)
     return jsonify({"text": body.text, "spoken": spoken.text, "changed": spoken.text != body.text})
