@@ -93,7 +93,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600.0) -> N
         try:
             if requests.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
-        except requests.RequestException:
+        except requests.RequestException:  # not up yet, or busy starting (a loaded machine)
             pass
         time.sleep(0.2)
     raise RuntimeError(f"the node at {url} was not ready within {timeout:.0f} s")

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import atexit
 import io
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from sesame_server.bench_cluster import free_port
+from sesame_server.bench_cluster import start_node
 from tests.csm_tiny import tiny_model_dir
 from tests.live import wait_ready
 
@@ -26,17 +23,13 @@ class Node:
     """One server process on the tiny CSM; `settings` add to (or override) its environment."""
 
     def __init__(self, name: str, tmp: Path, **settings: str):
-        self.name, self.port = name, free_port()
+        self.name = name
         _share_compiled_kernels(tmp / name)
-        env = {**os.environ, "BACKEND": "csm", "MODEL_PATH": str(tiny_model_dir()), "CACHE_DIR": str(tmp / name),
-               "WARMUP_ON_START": "false", "NODE_NAME": name, "MAX_QUEUE_DEPTH": "2", "DRAIN_SECONDS": "60",
-               "PROXY_HOPS": "1", "LOG_LEVEL": "WARNING",
-               "MAX_SENTENCE_SECONDS": "0.8",  # random weights never end a sentence: ten frames each
-               **settings}
-        self.env = env
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sesame_server", "--env-file", "/dev/null", "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.env = {"BACKEND": "csm", "MODEL_PATH": str(tiny_model_dir()), "WARMUP_ON_START": "false",
+                    "MAX_QUEUE_DEPTH": "2", "DRAIN_SECONDS": "60",
+                    "MAX_SENTENCE_SECONDS": "0.8",  # random weights never end a sentence: ten frames each
+                    **settings}
+        self.process, self.port = start_node(name, tmp, self.env)  # as `sesame-tts bench --cluster` does
 
     @property
     def url(self) -> str:

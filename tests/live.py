@@ -86,19 +86,6 @@ def cli_server(args: list[str], env: dict[str, str], timeout: float = 120.0) -> 
 
 def wait_ready(url: str, process, timeout: float = 120.0) -> None:
     """Until the server at `url` (run by `process`, a Popen) answers /ready with 200."""
-    import time
+    from sesame_server.bench_cluster import wait_ready as ready
 
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting (a loaded machine)
-            pass
-        if process.poll() is not None:
-            raise AssertionError(f"the server at {url} exited: {process.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the server at {url} did not become ready in {timeout:.0f} s")
-        time.sleep(0.2)
+    ready(url, process, timeout)
