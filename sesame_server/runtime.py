@@ -51,6 +51,8 @@ class Runtime:
         """Close the WebSockets (1001) and stop the inference thread (for hosts that embed the API and shut down)."""
         self.sockets.close_all()
         self.engine.stop()
+        if self.turns is not None:  # TURN_STORE: the last turns reach it, so a session continues elsewhere
+            self.turns.close()
 
 
 def node_name(settings: Settings) -> str:

@@ -262,3 +262,25 @@ def test_a_session_continues_on_another_node_through_the_store_and_survives_its_
             logs = {node.name: node.process.communicate(timeout=60)[1] for node in nodes}
     assert "Turn store redis://127.0.0.1" in logs["node-a"] and "is unreachable" in logs["node-a"], logs["node-a"]
     assert "Turn store" not in logs["node-alone"]
+
+
+@needs_redis
+def test_a_node_shutting_down_hands_its_last_turns_to_the_store(store_url, tmp_path):
+    """Runtime.close() (serve's exit, after a drain) writes what is still queued: the session
+    a draining node spoke last continues on the next node."""
+    from dataclasses import replace as with_backend_info
+
+    from sesame_server.app import create_app
+    from sesame_server.config import Settings
+    from sesame_server.runtime import EXTENSION
+    from tests.fakes import FakeBackend
+
+    url, _ = store_url
+    backend = FakeBackend()
+    backend.info = with_backend_info(backend.info, uses_context=True)
+    app = create_app(Settings(cache_dir=tmp_path, turn_store=url), backend=backend)
+    rt = app.extensions[EXTENSION]
+    rt.turns.add("session:last", spoken_turn("r-last"))  # queued for the writer thread
+    rt.close()
+    assert not rt.turns._writer.is_alive()  # it wrote what was queued and stopped
+    assert [t.request_id for t in node_cache(url).recent("session:last", within=60)] == ["r-last"]

@@ -149,6 +149,9 @@ class TurnCache:
             self.misses += 1
             return None
 
+    def close(self) -> None:
+        """At shutdown: nothing to hand over here (turn_store.SharedTurnCache writes what is pending)."""
+
     def __len__(self) -> int:
         with self._lock:
             return sum(len(state.turns) for state in self._sessions.values())
