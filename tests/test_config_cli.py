@@ -21,6 +21,7 @@ def test_defaults_are_local_and_safe():
 @pytest.mark.parametrize("key, value", [
     ("PORT", "eighty"), ("PORT", "70000"), ("BACKEND", "cuda"), ("MAX_QUEUE_DEPTH", "-1"),
     ("CONTEXT_ENABLED", "maybe"), ("DEFAULT_FORMAT", "ogg"), ("QUANTIZE", "3"), ("LOG_LEVEL", "loud"),
+    ("VOICE_TEXT_NORMALIZATION", "joe=maybe"), ("VOICES_RESCAN_SECONDS", "-1"), ("TURN_STORE", "http://redis"),
 ])
 def test_bad_values_name_the_key(key, value):
     with pytest.raises(SettingsError, match=key):
