@@ -302,3 +302,25 @@ def test_the_bench_reports_every_kind_of_reply(tmp_path):
     assert set(report) == {"markdown", "numbers", "prose", "sentence"}
     assert report["markdown"]["characters"] == 4096 and report["markdown"]["spoken_characters"] > 3000
     assert all(row["median_ms"] > 0 for row in report.values())
+
+
+def test_trying_only_the_rules_that_can_start_at_a_character_finds_what_all_would():
+    """patterns.match_at tries only the rules that can start with the character at hand (and,
+    at a digit, go on with what follows the digits): everywhere in the corpus and in random
+    text made of what the rules look for, it finds the match the one alternation of every
+    rule finds."""
+    from sesame_server.spoken import patterns
+
+    every = patterns.alternation()
+    rng = random.Random(3)
+    pieces = list("aZvkmhs1209 .,-−–/:;@#$€£¥%+()=×÷<>≤≥≈±≠*_~`'\"!?\né٣°") + [
+        "www.", "http://", ".com", "km", "USD", "Jan ", "pm", "e.g.", "Dr.", "th", "ms", " s", "K", ".py",
+        "2024", "12:30", "1,000", "555", " 123-4567"]
+    texts = [reply for reply, _ in CORPUS] + [written for _, written, _ in RULES]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 24))) for _ in range(3000)]
+    for text in texts:
+        for at in range(len(text)):
+            end = rng.randint(at + 1, len(text))
+            found, expected = patterns.match_at(text, at, end), every.match(text, at, end)
+            assert (found and (found.span(), found.lastgroup)) == (expected and (expected.span(), expected.lastgroup)), \
+                (text, at, end)

@@ -17,6 +17,8 @@ from sesame_server.engine.text import split_sentences
      ["It costs 3.50 dollars.", "Version 2.0.1 is out.", "Pi is 3.14159."]),
     ('He said "stop." Then nothing.', ['He said "stop."', "Then nothing."]),
     ("Wait... what? Really?!", ["Wait...", "what?", "Really?!"]),
+    ("So..... fine?!?! (Yes.) Ok", ["So.....", "fine?!?!", "(Yes.)", "Ok"]),  # a run of marks ends once
+    ("See e.g. a. b. c. and i.e. d. Then.", ["See e.g. a. b. c. and i.e. d. Then."]),  # no end at initials
     ("  spaced   out\n\ntext  ", ["spaced out text"]),
     ("No final punctuation", ["No final punctuation"]),
     ("", []),

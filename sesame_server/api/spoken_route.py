@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sesame_server.api.errors import APIError
 from sesame_server.api.validation import json_body, validate
-from sesame_server.context.fields import Text
+from sesame_server.context.fields import Name, Text
 from sesame_server.runtime import runtime
 from sesame_server.spoken.policy import spoken_text
 from sesame_server.voices.catalogue import VoiceNotFound, VoiceUnusable
@@ -24,7 +24,7 @@ class NormalizeBody(BaseModel):
     text: Text = Field(description="Text as a client would send it to a speech route.")
     apply_text_normalization: Literal["auto", "on", "off"] | None = Field(
         None, description="As ElevenLabs' field; default: TEXT_NORMALIZATION.")
-    voice_id: Text | None = Field(None, description="The voice it is for: its own default applies "
+    voice_id: Name | None = Field(None, description="The voice it is for: its own default applies "
                                                    "(a cloned voice's label, VOICE_TEXT_NORMALIZATION).")
 
 

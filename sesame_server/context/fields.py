@@ -14,6 +14,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 MAX_CONTEXT_ITEMS = 20
 MAX_REF_LENGTH = 128
 MAX_REQUEST_IDS = 3
+# Every string field has a limit. Text that is spoken or conditions speech (a request's text,
+# a context turn's, previous_text, next_text) is held to MAX_INPUT_LENGTH where the settings
+# are known; names (voice, model, language, format ids) to MAX_NAME_LENGTH here.
+MAX_NAME_LENGTH = 128
 
 # Unicode's control characters (Cc) but tab, LF and CR, and surrogates (Cs: only ever lone in a str).
 _UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -33,6 +37,7 @@ def speakable(text: str) -> str:
 # Every string field the API accepts: strict (no coercion) and speakable.
 Text = Annotated[StrictStr, AfterValidator(speakable)]
 AudioRef = Annotated[Text, Field(max_length=MAX_REF_LENGTH)]
+Name = Annotated[Text, Field(max_length=MAX_NAME_LENGTH)]  # an id or name: a voice, a model, a language
 
 
 class ContextItem(BaseModel):
@@ -52,8 +57,9 @@ class ContextFields(BaseModel):
     context: Annotated[list[ContextItem], Field(max_length=MAX_CONTEXT_ITEMS)] | None = Field(
         None, description="Prior turns that condition this one (oldest first).")
     audio_ref: AudioRef | None = Field(None, description="The client's own name for this turn, to reference later.")
-    previous_text: Text | None = None
-    next_text: Text | None = Field(None, description="Accepted; no local model conditions on it.")
-    previous_request_ids: Annotated[list[Text], Field(max_length=MAX_REQUEST_IDS)] | None = None
-    next_request_ids: Annotated[list[Text], Field(max_length=MAX_REQUEST_IDS)] | None = Field(
+    previous_text: Text | None = Field(None, description="At most MAX_INPUT_LENGTH characters.")
+    next_text: Text | None = Field(None, description="Accepted (at most MAX_INPUT_LENGTH characters); "
+                                                     "no local model conditions on it.")
+    previous_request_ids: Annotated[list[AudioRef], Field(max_length=MAX_REQUEST_IDS)] | None = None
+    next_request_ids: Annotated[list[AudioRef], Field(max_length=MAX_REQUEST_IDS)] | None = Field(
         None, description="Accepted; no local model conditions on it.")

@@ -21,8 +21,9 @@ __all__ = ["Spoken", "normalize", "unchanged"]
 
 
 # Anything markdown could make something of; text without it skips the parser (the common
-# case for a sentence streamed alone) and is read paragraph by paragraph the same way.
-_MARKDOWN = re.compile(r"[*_`#>|\[\]!<~&\\]|^\s*(?:[-+=]|\d+[.)])(?:\s|$)|^ {4}", re.M)
+# case for a sentence streamed alone) and is read paragraph by paragraph the same way. A
+# line's indent is whitespace but newlines: `^\s*` would rescan every blank line after each.
+_MARKDOWN = re.compile(r"[*_`#>|\[\]!<~&\\]|^[^\S\n]*(?:[-+=]|\d+[.)])(?:\s|$)|^ {4}", re.M)
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
 

@@ -54,6 +54,9 @@ def keep(builder: Builder, start: int, end: int) -> None:
     found = builder.memo.get("acronyms")
     if found is None:
         found = builder.memo["acronyms"] = _acronyms(builder.source)
+    if not found:
+        builder.keep(start, end)
+        return
     at = start
     for index in range(bisect.bisect_left(found, (start,)), len(found)):
         first, last, spoken = found[index]

@@ -25,7 +25,9 @@ _BLOCKS = frozenset({"Paragraph", "Heading", "BlockQuote", "List", "Item", "Tabl
                      "HtmlBlock", "CodeBlock", "FootnoteDefinition", "DefinitionList"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INLINE = frozenset({"Emphasis", "Strong", "Strikethrough", "Link", "Superscript", "Subscript"})
-_TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.S)  # HTML's markup, between the text that is read
+# HTML's markup, between the text that is read. An unterminated comment hides the rest (as in
+# a browser) and a tag holds no "<": each failed try would rescan to the end ("<!--" * 1000).
+_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
 
 Speak = Callable[[Builder, int, int], None]  # rules.speak with its options bound
 

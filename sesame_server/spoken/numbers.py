@@ -52,6 +52,7 @@ def _plain(number: str) -> str:
     return number.replace(",", "").replace("\u2212", "-")
 
 
+@lru_cache(maxsize=4096)
 def cardinal(number: str) -> str:
     """'1,234' -> 'one thousand, two hundred and thirty-four'; '3.14' -> 'three point one four'."""
     number = _plain(number)

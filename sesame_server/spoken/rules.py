@@ -1,6 +1,6 @@
 """Plain text to spoken words: numbers, money, dates, times, units, versions, URLs, e-mail
-addresses, hashtags, mentions, common abbreviations, emoji. One pattern finds them all, left
-to right; every rewrite is mapped to the source span it replaces (text.Builder)."""
+addresses, hashtags, mentions, common abbreviations, emoji. patterns.py finds them, left to
+right; every rewrite is mapped to the source span it replaces (text.Builder)."""
 
 from __future__ import annotations
 
@@ -9,47 +9,9 @@ import re
 import emoji
 
 from sesame_server.spoken import acronyms, numbers
+from sesame_server.spoken.patterns import match_at
 from sesame_server.spoken.text import Builder
 
-# One-letter units that are rarely anything else after a number; m, s, h are durations (below).
-_UNIT_NAMES = "|".join(sorted((re.escape(u) for u in numbers.UNITS if len(u) > 1 or u in "°gl"),
-                              key=len, reverse=True))
-_MONTHS = "|".join(["January", "February", "March", "April", "May", "June", "July", "August", "September",
-                    "October", "November", "December", "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep",
-                    "Sept", "Oct", "Nov", "Dec"])
-_CODES = "|".join(code for code in numbers.CURRENCIES if code.isalpha())
-_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_PATTERN = re.compile(rf"""
-  (?P<url>\b(?:https?://|www\.)[^\s<>()\[\]"']+[^\s<>()\[\]"'.,;:!?])
-| (?P<email>\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)
-| (?P<phone>(?<![\w+])(?:\+\d{{1,3}}[\s.-]?)?\(?\d{{3}}\)?[\s.-]\d{{3}}[\s.-]\d{{4}}\b)
-| (?P<domain>\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|ai|app|co|uk|de|fr|edu|gov)\b(?:/[^\s<>()\[\]"']*[^\s<>()\[\]"'.,;:!?])?)
-| (?P<date>\b(?P<dy>\d{{4}})-(?P<dm>0[1-9]|1[0-2])-(?P<dd>0[1-9]|[12]\d|3[01])\b)
-| (?P<time>\b(?P<th>[01]?\d|2[0-3]):(?P<tm>[0-5]\d)(?!\d)(?:\s?(?P<tp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))?)
-| (?P<hour>\b(?P<hh>1[0-2]|0?[1-9])\s?(?P<hp>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))
-| (?P<duration>\b(?P<dn>\d+(?:\.\d+)?)(?:(?P<du>ms|s|m|h)|\s(?P<du2>ms|s|h))\b(?!['’]))
-| (?P<magnitude>\b(?P<mn>\d+(?:\.\d+)?)(?P<mm>[KMB]|bn)\b)
-| (?P<version>\bv(?P<vn>\d+(?:\.\d+){{1,3}})\b|\b\d+\.\d+\.\d+(?:\.\d+)?\b)
-| (?P<curpre>(?P<cs>[$€£¥])\s?(?P<ca>{_NUMBER})(?:\s?(?P<cmag>thousand|million|billion|trillion|bn|[kKMB])\b)?)
-| (?P<curpost>(?P<ca2>{_NUMBER}|\d+,\d{{2}}(?!\d))\s?(?:(?P<cc>{_CODES})\b|(?P<cs2>[€£])))
-| (?P<percent>(?P<pn>[-−]?(?:{_NUMBER}))\s?%)
-| (?P<ordinal>\b(?P<on>\d+)(?:st|nd|rd|th)\b)
-| (?P<range>\b(?P<r1>{_NUMBER})\s?[-–]\s?(?P<r2>{_NUMBER})\b(?!\.\d))
-| (?P<unit>(?P<un>[-−]?(?:{_NUMBER}))\s?(?P<uu>{_UNIT_NAMES})(?![\w/]))
-| (?P<numsign>(?<![\w&])\#(?P<nsn>\d+)\b)
-| (?P<mdate>\b(?P<mon>{_MONTHS})\.?\s(?P<md1>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?(?:\s?[-–]\s?(?P<md2>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?)?\b(?!:))
-| (?P<usdate>\b(?P<um>0?[1-9]|1[0-2])/(?P<ud>0?[1-9]|[12]\d|3[01])/(?P<uy>\d{{4}})\b)
-| (?P<fraction>(?<![\w/])(?P<fn>\d{{1,2}})/(?P<fd>\d{{1,2}})(?![\w/]))
-| (?P<path>(?<![\w/.])(?:~|\.{{1,2}})?/(?:[\w-]+(?:\.[\w-]+)*/)*[\w-]+(?:\.[\w-]+)*/?|\b[\w-]+(?:/[\w-]+)*\.(?:py|js|ts|tsx|json|lock|md|txt|ya?ml|toml|cfg|ini|sh|html|css|csv|log|env|wav|mp3)\b)
-| (?P<year>\b(?:19|20)\d{{2}}\b(?![,.]\d))
-| (?P<number>(?:(?<=\s)|(?<=^)|(?<=\())[-−](?:{_NUMBER})\b|\b(?:{_NUMBER})\b)
-| (?P<hashtag>(?<![\w#&])\#(?P<ht>[A-Za-z]\w*))
-| (?P<mention>(?<![\w@])@(?P<mt>[A-Za-z]\w*))
-| (?P<abbr>\b(?:e\.g\.|i\.e\.|etc\.|vs\.|approx\.|Dr\.|Mr\.|Mrs\.|Ms\.|Prof\.)(?!\w))
-| (?P<math>(?<=[\d\s])[+=×÷<>≤≥≈±≠](?=\s?[\d-]))
-| (?P<emoticon>(?<![\w:;])[:;]-?[()DPp](?![\w()]))
-| (?P<marks>(?<![\w*_~`])[*_~`]{{1,3}}(?=\w)|(?<=[\w.!?:])[*_~`]{{1,3}}(?![\w*_~`]))
-""", re.X)
 _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera", "vs.": "versus",
                   "approx.": "approximately", "dr.": "Doctor", "mr.": "Mister", "mrs.": "Missus", "ms.": "Miz",
                   "prof.": "Professor"}
@@ -80,9 +42,9 @@ def speak(builder: Builder, start: int, end: int, *, describe_emoji: bool = Fals
 
 
 def _words(builder: Builder, start: int, end: int) -> None:
-    """source[start:end] with every match of _PATTERN rewritten. The big pattern is tried
-    only where a match can start: from the start of each trigger's word up to the trigger
-    (the alternation is slow to try at every character of plain prose)."""
+    """source[start:end] with every match of patterns.RULES rewritten. They are tried only
+    where a match can start: from the start of each trigger's word up to the trigger (they
+    are slow to try at every character of plain prose)."""
     source = builder.source
     at = position = start
     while position < end:
@@ -90,13 +52,15 @@ def _words(builder: Builder, start: int, end: int) -> None:
         if trigger is None:
             break
         first, last = trigger.span()
-        word = max(position, first - _LONGEST_LEAD, source.rfind(" ", position, first) + 1,
-                   source.rfind("\n", position, first) + 1, source.rfind("\t", position, first) + 1)
+        word = lead = max(position, first - _LONGEST_LEAD)
+        if lead < first:  # else the trigger starts right where the last one ended: no word before it
+            word = max(lead, source.rfind(" ", lead, first) + 1, source.rfind("\n", lead, first) + 1,
+                       source.rfind("\t", lead, first) + 1)
         position = last
         for candidate in range(word, last):
             if candidate > word and source[candidate].isalpha() and _in_word(source[candidate - 1]):
                 continue  # every rule starting with a letter starts at a word boundary
-            match = _PATTERN.match(source, candidate, end)
+            match = match_at(source, candidate, end)
             if match is None:
                 continue
             position = max(match.end(), candidate + 1)
@@ -109,7 +73,7 @@ def _words(builder: Builder, start: int, end: int) -> None:
     acronyms.keep(builder, at, end)
 
 
-# Every match of _PATTERN holds one of these in its first word.
+# Every match of patterns.RULES holds one of these in its first word.
 _TRIGGER = re.compile(r"[\d$€£¥@#/~*_`:;+(=×÷<>≤≥≈±≠%]|https?:|www\.|\.[a-z]{2,4}\b"
                       r"|\b(?:e\.g|i\.e|etc|vs|approx|Dr|Mr|Mrs|Ms|Prof)\.|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
                       r"|[^\x00-\x7f]")
@@ -122,7 +86,8 @@ def _in_word(char: str) -> bool:
 
 def _rewrite(m: re.Match) -> str | None:
     """The spoken form of a match; None (the text stays as written) if a rule cannot say it."""
-    kind = m.lastgroup if m.lastgroup in _KINDS else next(k for k in _KINDS if m.group(k) is not None)
+    kind = m.lastgroup if m.lastgroup in _KINDS else next(k for k in m.re.groupindex
+                                                          if k in _KINDS and m.group(k) is not None)
     try:
         return _KINDS[kind](m)
     except (ArithmeticError, ValueError, KeyError, IndexError):

@@ -72,10 +72,15 @@ class Builder:
         pieces = self._pieces
         if self._ended == len(pieces):
             return  # nothing said since: the sentence has ended
-        tail, first = "", len(pieces)
-        while first > 0 and _QUIET.fullmatch(tail):  # back to the last word
+        first = len(pieces)
+        # Back to the last word, piece by piece, and not past the last sentence's end (which
+        # ends with its full stop): joined and matched again at each step, a tail of 4,000
+        # dropped emoji cost a quadratic scan.
+        while first > self._ended:
             first -= 1
-            tail = pieces[first][0] + tail
+            if not _QUIET.fullmatch(pieces[first][0]):
+                break
+        tail = "".join(piece[0] for piece in pieces[first:])
         last = len(tail.rstrip()) - 1
         inner = last
         while inner >= 0 and tail[inner] in CLOSERS:

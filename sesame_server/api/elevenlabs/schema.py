@@ -12,7 +12,7 @@ from sesame_server.api.validation import validate
 from sesame_server.audio.formats import OutputFormat, UnsupportedFormat, elevenlabs_format
 from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
 from sesame_server.context.conversation import Caller, ContextError, plan_context
-from sesame_server.context.fields import ContextFields, Text
+from sesame_server.context.fields import MAX_NAME_LENGTH, ContextFields, Name, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
 from sesame_server.spoken import Spoken
@@ -46,11 +46,11 @@ class TextToSpeechBody(ContextFields):
     model_config = ConfigDict(strict=True, extra="ignore", title="ElevenLabs text-to-speech request")
 
     text: Text = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
-    model_id: Text | None = Field(None, description="Any id; every model is served by the local one.")
-    language_code: Text | None = None
+    model_id: Name | None = Field(None, description="Any id; every model is served by the local one.")
+    language_code: Name | None = None
     voice_settings: VoiceSettings | None = None
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] | None = None
-    output_format: Text | None = Field(None, description="As in the query (ElevenLabsKit sends it here).")
+    output_format: Name | None = Field(None, description="As in the query (ElevenLabsKit sends it here).")
     apply_text_normalization: Literal["auto", "on", "off"] | None = None
     apply_language_text_normalization: StrictBool | None = None
     pronunciation_dictionary_locators: list[Any] | None = None
@@ -59,7 +59,7 @@ class TextToSpeechBody(ContextFields):
 class TextToSpeechQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", title="ElevenLabs text-to-speech query")
 
-    output_format: str | None = None
+    output_format: Annotated[str, Field(max_length=MAX_NAME_LENGTH)] | None = None
     optimize_streaming_latency: Annotated[int, Field(ge=0, le=4)] | None = Field(
         None, description="Any level above 0 sends the first audio after one frame.")
     enable_logging: bool | None = None

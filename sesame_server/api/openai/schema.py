@@ -11,7 +11,7 @@ from sesame_server.api.errors import APIError
 from sesame_server.audio.formats import OPENAI_FORMATS, OutputFormat, openai_format
 from sesame_server.audio.units import MAX_SPEED, MIN_SPEED
 from sesame_server.context.conversation import Caller, ContextError, plan_context
-from sesame_server.context.fields import ContextFields, Text
+from sesame_server.context.fields import ContextFields, Name, Text
 from sesame_server.engine.request import SpeechRequest
 from sesame_server.runtime import Runtime
 from sesame_server.spoken.policy import spoken_text
@@ -29,7 +29,7 @@ class VoiceObject(BaseModel):
     """openai-python 3.x sends the voice as {"id": ...}."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    id: Text
+    id: Name
 
 
 class SpeechBody(ContextFields):
@@ -37,9 +37,9 @@ class SpeechBody(ContextFields):
 
     model_config = ConfigDict(strict=True, extra="ignore", title="OpenAI speech request")
 
-    model: Text | None = Field(None, description="Any name; every model is served by the local one.")
+    model: Name | None = Field(None, description="Any name; every model is served by the local one.")
     input: Text = Field(description="The text to speak (at most MAX_INPUT_LENGTH characters).")
-    voice: Text | VoiceObject | None = Field(
+    voice: Name | VoiceObject | None = Field(
         None, description="A local voice id or an OpenAI voice name (mapped to the closest local voice).")
     instructions: Annotated[Text, Field(max_length=MAX_INSTRUCTIONS)] | None = Field(
         None, description="Accepted; no local model takes style instructions.")
