@@ -227,3 +227,46 @@ def test_request_log_lines_say_what_conditioned_the_audio(server, caplog):
     wait_until(lambda: line() is not None)
     assert line()["context_turns"] == 1
     assert line()["prefill_tokens"] == int(headers["x-prefill-tokens"])
+
+
+def test_a_session_id_is_owned_by_its_caller(server):
+    """Another key sending Alice's X-Session-Id sees what a new session sees: no turns, and no
+    sign that the session exists."""
+    session = uuid.uuid4().hex
+    first, _ = speak(server, "Alice speaking.", session=session, api_key="alice")
+    other, headers = speak(server, "Mallory speaking.", session=session, api_key="mallory")
+    assert headers["x-context-turns"] == "0" and not server.job(other).request.context
+    again, headers = speak(server, "Alice again.", session=session, api_key="alice")
+    assert headers["x-context-turns"] == "1"  # hers only: Mallory's turn went to a session of its own
+    assert {t.turn_id for t in server.job(again).request.context} == {first}
+
+
+def test_a_caller_without_a_key_is_known_by_its_address(server):
+    import httpx
+
+    session = uuid.uuid4().hex
+
+    def post(address: str, text: str) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=60) as client:
+            response = client.post(f"{server.url}/v1/audio/speech", headers={"X-Session-Id": session},
+                                   json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"})
+        assert response.status_code == 200, response.text
+        return response
+
+    post("127.0.0.1", "From the first machine.")
+    assert post("127.0.0.2", "From another machine.").headers["x-context-turns"] == "0"
+    assert post("127.0.0.1", "The first machine again.").headers["x-context-turns"] == "1"
+
+
+def test_the_key_in_http_basic_is_the_same_caller_as_in_bearer(server):
+    """The playground sends the key as HTTP Basic's password (any user name), as the key check reads it."""
+    import base64
+
+    session = uuid.uuid4().hex
+    speak(server, "Through the SDK.", session=session, api_key="alice")
+    basic = base64.b64encode(b"anyone:alice").decode()
+    response = requests.post(f"{server.url}/v1/audio/speech", timeout=60,
+                             headers={"X-Session-Id": session, "Authorization": f"Basic {basic}"},
+                             json={"model": "tts-1", "voice": "alloy", "input": "Through the page.",
+                                   "response_format": "pcm"})
+    assert response.status_code == 200 and response.headers["x-context-turns"] == "1"

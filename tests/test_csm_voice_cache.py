@@ -207,3 +207,74 @@ def test_long_text_relays_the_window_rarely(tmp_path):
     assert [text for text, _ in generation.segments] == list(request.sentences)
     assert 1 <= backend.counters.window_relays <= sentences // 4  # it filled, but no re-lay per sentence
     assert backend.counters.prefill_tokens_total < 3 * generation.text_tokens
+
+
+def _bad_codes_file(path, kind: str) -> None:
+    """What another node, a damaged disk or a hostile writer may leave as a voice's cached codes."""
+    import os
+    import zipfile
+
+    text = np.array("Hello there.")
+    if kind == "fifo":  # a read would block the inference thread for ever
+        os.mkfifo(path)
+    elif kind == "not an npz":
+        path.write_bytes(b"PK\x03\x04 not a zip at all" * 10)
+    elif kind == "huge":  # 64 MiB of codes in a few kilobytes: read before any check, else
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+            with out.open("codes.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.zeros((32, 1 << 18), np.int64))
+            with out.open("text.npy", "w") as member:
+                np.lib.format.write_array(member, text)
+    else:
+        codes = {"codes past every table": np.full((32, 20), 10**9, np.int32),
+                 "codes past the model's bins": np.full((32, 20), 64, np.int32),  # the tiny Mimi has 64
+                 "negative codes": np.full((32, 20), -1, np.int32),
+                 "one codebook": np.ones((1, 3), np.int32),
+                 "float codes": np.zeros((32, 20), np.float32)}[kind]
+        np.savez(path, codes=codes, text=text)
+
+
+@pytest.mark.parametrize("kind", ["codes past every table", "codes past the model's bins", "negative codes",
+                                  "one codebook", "float codes", "not an npz", "huge", "fifo"])
+def test_a_cloned_voices_cached_codes_are_checked_before_use(tmp_path, kind):
+    """VOICES_DIR may be shared: the codes file next to a cloned voice is another node's
+    writing, read only if the model can use it; anything else is a miss, encoded again."""
+    import threading
+
+    import soundfile
+
+    from sesame_server.backends.csm.random_weights import random_voice_prompt
+    from sesame_server.engine.request import ReferenceVoice
+
+    (tmp_path / "mine").mkdir()
+    wav = tmp_path / "mine" / "reference.wav"
+    soundfile.write(str(wav), random_voice_prompt(1.0, seed=9), 24_000, subtype="PCM_16")
+    reference = ReferenceVoice(voice_id="mine", audio_path=str(wav), transcript="Hello there.")
+    request = make_request("In my voice.", voice="mine", reference=reference)
+    collect(CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES), request)
+    [cached] = (tmp_path / "mine").glob("codes-*.npz")
+    good = np.load(cached)["codes"]
+    cached.unlink()
+    _bad_codes_file(cached, kind)
+
+    fresh = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    spoken: list = []
+    worker = threading.Thread(target=lambda: spoken.append(speak(fresh, request)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert spoken, "the request never finished"
+    blocks, _ = spoken[0]
+    assert len(blocks) == FRAMES and fresh.mimi_encodes == 1  # a miss: encoded again
+    np.testing.assert_array_equal(np.load(cached)["codes"], good)  # and the file made whole
+
+
+def test_context_codes_the_model_cannot_read_are_left_out(tmp_path):
+    """Turns come from memory, and memory from a shared store: codes past the model's tables
+    or of another shape never reach the backbone (an index past a table is a crash)."""
+    backend = CsmBackend(tiny_settings(tmp_path), max_frames_per_sentence=FRAMES)
+    turns = (ContextTurn("Way out.", speaker=0, codes=np.full((32, 3), 10**9), turn_id="a"),
+             ContextTurn("Past the bins.", speaker=0, codes=np.full((32, 3), 64), turn_id="b"),
+             ContextTurn("Too narrow.", speaker=0, codes=np.ones((1, 3), np.int32), turn_id="c"),
+             ContextTurn("Fine.", speaker=0, codes=np.full((32, 3), 5), turn_id="d"))
+    blocks, generation = speak(backend, make_request("And now this.", context=turns))
+    assert len(blocks) == FRAMES and generation.context_turns == 1  # only the turn it can read

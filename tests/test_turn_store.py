@@ -210,7 +210,8 @@ def test_a_client_that_expected_continuity_and_gets_none_is_told_and_counted(cap
     assert "Session 's-1' has no stored turns on this node: starting cold" in caplog.text
     assert plan(Caller(api_key="k", address="10.0.0.1")) == 0 and cold == ["session"]  # asked for nothing
     assert plan(Caller(session_id="s-1"), previous_request_ids=["gone"]) == 0 and cold[-1] == "reference"
-    cache.add("session:s-1", spoken_turn("kept", owner="session:s-1"))
+    mine = plan_context(cache, settings, ContextFields(), "v", Caller(session_id="s-1")).conversation
+    cache.add(mine.session, spoken_turn("kept", owner=mine.owner))
     assert plan(Caller(session_id="s-1")) == 2 and len(cold) == 2  # two sentences of one turn
     assert plan(Caller(session_id="s-1"), previous_request_ids=["kept", "gone"]) == 2 and len(cold) == 2
 
@@ -237,9 +238,10 @@ def test_a_session_continues_on_another_node_through_the_store_and_survives_its_
         try:
             for node in nodes:
                 node.wait_ready()
-            assert _speak(node_a, "moving", "Hello there.").headers["X-Context-Turns"] == "0"
+            first = _speak(node_a, "moving", "Hello there.")
+            assert first.headers["X-Context-Turns"] == "0"
             client, deadline = redis.Redis.from_url(url), time.monotonic() + 5
-            while not client.exists("sesame-tts:session:session:moving"):  # written behind the response
+            while not client.exists(f"sesame-tts:turn:{first.headers['x-request-id']}"):  # written behind the response
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             moved = _speak(node_b, "moving", "And how are you?")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from flask import request
 
+from sesame_server.api.guard import given_key
 from sesame_server.context.conversation import Caller
 
 SESSION_HEADER = "X-Session-Id"
 
 
 def caller() -> Caller:
-    key = request.headers.get("xi-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-    return Caller(session_id=request.headers.get(SESSION_HEADER, ""), api_key=key, address=request.remote_addr or "")
+    """The key as the key check reads it (xi-api-key, Bearer or HTTP Basic's password), so a
+    caller is the same whichever way it sends the key."""
+    return Caller(session_id=request.headers.get(SESSION_HEADER, ""), api_key=given_key(),
+                  address=request.remote_addr or "")

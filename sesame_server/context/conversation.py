@@ -6,6 +6,12 @@ ElevenLabs' `previous_request_ids` / `previous_text`. Without any of those, cons
 requests of one session within CONTEXT_SESSION_GAP_SECONDS continue each other (OpenClaw
 Talk mode changes nothing). Unknown, expired or foreign references are ignored with a log
 line; a turn is only ever handed to the owner that produced it.
+
+The owner is the caller, not a header: an X-Session-Id belongs to the caller that sent it,
+so another caller sending the same id gets a session of its own and sees exactly what a new
+session sees. A caller is the key it sends (any value, whether or not API_KEY checks it: it
+stays the same when the client's address changes or it comes through another balancer);
+one that sends no key is its address (the client's own behind PROXY_HOPS).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class Caller:
 
     session_id: str = ""  # X-Session-Id, if the client sent one
     api_key: str = ""  # the key it sent (any value): tells apart clients behind one address
-    address: str = ""  # client IP address
+    address: str = ""  # client IP address (ProxyFix's, behind PROXY_HOPS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ def plan_context(cache: TurnCache | None, settings: Settings, fields: ContextFie
             raise ContextError(f"{where} needs a 'text' or an 'audio_ref'.", param=where)
         if len(item.text) > settings.max_input_length:
             raise ContextError(f"{where}.text is longer than {settings.max_input_length} characters.", param=where)
+    for name, text in (("previous_text", fields.previous_text), ("next_text", fields.next_text)):
+        if text and len(text) > settings.max_input_length:  # it is spoken (normalized) to be found, as input is
+            raise ContextError(f"{name} is longer than {settings.max_input_length} characters.", param=name)
     previous_text = fields.previous_text or None
     if cache is None:
         return ContextPlan(previous_text=previous_text)
@@ -136,11 +145,16 @@ def remember_turns(cache: TurnCache, on_size: Callable[[int], None] = lambda siz
 
 
 def _owner(session_id: str, caller: Caller) -> str:
-    """Who may reference a turn: the explicit session, else (API key, client address)."""
+    """Who may reference a turn: the explicit session of this caller, else (API key, client
+    address). The same on every node: the turn store keeps it with each turn."""
     if session_id:
-        return f"session:{session_id}"
-    digest = hashlib.sha256(caller.api_key.encode()).hexdigest()[:12] if caller.api_key else "-"
-    return f"client:{digest}@{caller.address}"
+        return f"session:{session_id}|{_key_digest(caller) or '@' + caller.address}"
+    return f"client:{_key_digest(caller) or '-'}@{caller.address}"
+
+
+def _key_digest(caller: Caller) -> str:
+    """The key, never itself: owners are logged and kept in the shared store."""
+    return hashlib.sha256(caller.api_key.encode()).hexdigest()[:16] if caller.api_key else ""
 
 
 def _lookup(cache: TurnCache, owner: str, ref: str, observe: Callable[[bool], None]) -> Turn | None:

@@ -3,68 +3,71 @@
 The local TurnCache stays the hot path. Each turn added is also written to Redis by a thread
 of its own (never the inference thread, which runs remember_turns before the client sees
 the end), and a local miss reads Redis: a session whose node went away continues on the next
-one, from the same codes. Redis down or slow never fails or delays a request beyond one short
-timeout: the failure is logged (at most every LOG_EVERY seconds), counted, the store is left
-alone for BACKOFF seconds, and the request goes on cold.
+one, from the same codes. Redis down, slow or answering nonsense never fails or delays a
+request beyond one short deadline: the failure is logged (at most every LOG_EVERY seconds),
+counted, the store is left alone for BACKOFF seconds, and the request goes on cold.
 
-Keys (prefix KEY): `turn:<request id>` a hash (`meta` JSON; `codes`, `segment:<i>` raw
-bytes), `session:<session>` the session's newest request ids (at most CONTEXT_MAX_TURNS,
-expiring with its gap), `ref:`/`text:<digest>` the owner's audio_ref / spoken text → request
-id. A turn is handed back only to the owner stored with it, as in TurnCache.
+Keys (prefix KEY): `turn:<request id>` a hash (turn_records.py), `session:<session>` the
+session's newest request ids (at most CONTEXT_MAX_TURNS, expiring with its gap), `ref:`/
+`text:<digest>` the owner's audio_ref / spoken text -> request id. A turn is handed back
+only to the owner stored with it, as in TurnCache, and only if it is whole and valid.
+
+The calls run on redis-py's asyncio client, on an event loop of the store's own: a read
+timeout bounds one read, not a reply trickled a byte at a time, and only cancellation
+bounds a whole call (connect, send, every read) by DEADLINE.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
 import logging
 import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Callable, Coroutine, TypeVar
 
-import numpy as np
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from sesame_server.config import Settings
+from sesame_server.context.turn_records import KEY, StoredTurn, decode, encode, ref_key, text_key, without_password
 from sesame_server.context.turns import Turn, TurnCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-KEY = "sesame-tts:"
 TIMEOUT = 0.25  # seconds per connect and per reply: a LAN round trip is well under 1 ms
-BACKOFF = 5.0  # after a failure, seconds without trying (each try would cost a request TIMEOUT)
+DEADLINE = 0.5  # seconds for a whole call, however the store answers (what a request may wait)
+BACKOFF = 5.0  # after a failure, seconds without trying (each try would cost a request DEADLINE)
 LOG_EVERY = 30.0
 TURN_TTL = 3600.0  # explicit references (previous_request_ids, audio_ref) reach past the session gap
 PENDING = 256  # turns waiting to be written; beyond, new ones are dropped (counted)
 
 
-@dataclass(frozen=True)
-class StoredTurn:
-    session: str
-    turn: Turn
-    at: float  # wall clock when it was spoken: nodes share no monotonic clock
+class UnexpectedReply(TypeError):
+    """The store answered something no Redis answers to that command."""
 
 
 class TurnStore:
-    """Turns in Redis; every call answers (None, [] or False) rather than raise."""
+    """Turns in Redis; every call answers (None, [] or False) rather than raise, within DEADLINE."""
 
     def __init__(self, url: str, *, max_turns: int, session_gap: float,
-                 on_error: Callable[[str], None] = lambda operation: None, timeout: float = TIMEOUT):
-        self.where = _without_password(url)
+                 on_error: Callable[[str], None] = lambda operation: None, timeout: float = TIMEOUT,
+                 deadline: float = DEADLINE):
+        self.where = without_password(url)
         self.max_turns = max(1, max_turns)
         self.session_ttl = max(1, math.ceil(session_gap)) + 5  # recent() checks the gap itself
         self.turn_ttl = max(math.ceil(TURN_TTL), self.session_ttl)
         self.on_error = on_error
+        self.deadline = max(deadline, timeout)
         # No retries: a retry would only double the wait of a request that goes on without it.
-        self.redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                          retry=Retry(NoBackoff(), 0))
+        self.redis = redis.asyncio.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                  retry=Retry(NoBackoff(), 0))
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="turn-store-io", daemon=True).start()
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._next_log = 0.0
@@ -77,31 +80,34 @@ class TurnStore:
         turn = stored.turn
         turn_key, session_key = f"{KEY}turn:{turn.request_id}", f"{KEY}session:{stored.session}"
 
-        def write() -> bool:
-            pipe = self.redis.pipeline()  # MULTI: a reader never sees half a turn
-            pipe.hset(turn_key, mapping=_encode(stored))
-            pipe.expire(turn_key, self.turn_ttl)
-            pipe.rpush(session_key, turn.request_id)
-            pipe.ltrim(session_key, -self.max_turns, -1)
-            pipe.expire(session_key, self.session_ttl)
-            if turn.audio_ref:
-                pipe.set(_ref_key(turn.owner, turn.audio_ref), turn.request_id, ex=self.turn_ttl)
-            pipe.set(_text_key(turn.owner, turn.text), turn.request_id, ex=self.turn_ttl)
-            pipe.execute()
+        async def write() -> bool:
+            async with self.redis.pipeline() as pipe:  # MULTI: a reader never sees half a turn
+                pipe.hset(turn_key, mapping=encode(stored))
+                pipe.expire(turn_key, self.turn_ttl)
+                pipe.rpush(session_key, turn.request_id)
+                pipe.ltrim(session_key, -self.max_turns, -1)
+                pipe.expire(session_key, self.session_ttl)
+                if turn.audio_ref:
+                    pipe.set(ref_key(turn.owner, turn.audio_ref), turn.request_id, ex=self.turn_ttl)
+                pipe.set(text_key(turn.owner, turn.text), turn.request_id, ex=self.turn_ttl)
+                await pipe.execute()
             return True
 
         return self._guarded("write", write, False)
 
     def ping(self) -> bool:
-        return self._guarded("write", lambda: bool(self.redis.ping()), False)
+        async def ping() -> bool:
+            return await self.redis.ping() is True
+
+        return self._guarded("write", ping, False)
 
     # -- reading ---------------------------------------------------------------------------
     def recent(self, session: str, *, within: float) -> list[StoredTurn]:
         """The session's stored turns, oldest first, if its newest is at most `within` s old."""
 
-        def read() -> list[StoredTurn]:
-            ids = self.redis.lrange(f"{KEY}session:{session}", 0, -1)
-            found = [t for t in self._turns(ids) if t.session == session]
+        async def read() -> list[StoredTurn]:
+            ids = _expect(await self.redis.lrange(f"{KEY}session:{session}", 0, -1), list)
+            found = [t for t in await self._turns(ids) if t.session == session]
             if not found or time.time() - found[-1].at > within:
                 return []
             return found
@@ -111,9 +117,9 @@ class TurnStore:
     def lookup(self, owner: str, ref: str) -> StoredTurn | None:
         """A turn by request id or audio_ref, only if `owner` produced it."""
 
-        def read() -> StoredTurn | None:
-            request_id = self.redis.get(_ref_key(owner, ref))
-            found = self._turns([request_id or ref.encode()])
+        async def read() -> StoredTurn | None:
+            request_id = _expect(await self.redis.get(ref_key(owner, ref)), (bytes, type(None)))
+            found = await self._turns([request_id or ref.encode()])
             return found[0] if found and found[0].turn.owner == owner else None
 
         return self._guarded("read", read, None)
@@ -121,30 +127,35 @@ class TurnStore:
     def find_text(self, owner: str, *texts: str) -> StoredTurn | None:
         """The newest turn of `owner` that spoke one of `texts` (whitespace aside)."""
 
-        def read() -> StoredTurn | None:
-            ids = [i for i in self.redis.mget([_text_key(owner, text) for text in texts]) if i]
-            found = [t for t in self._turns(ids) if t.turn.owner == owner]
+        async def read() -> StoredTurn | None:
+            ids = [i for i in _expect(await self.redis.mget([text_key(owner, text) for text in texts]), list) if i]
+            found = [t for t in await self._turns(ids) if t.turn.owner == owner]
             return max(found, key=lambda t: t.at) if found else None
 
         return self._guarded("read", read, None)
 
-    def _turns(self, ids: list[bytes]) -> list[StoredTurn]:
+    async def _turns(self, ids: list) -> list[StoredTurn]:
+        if not all(isinstance(request_id, bytes) for request_id in ids):
+            raise UnexpectedReply("request ids that are not strings")
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for request_id in ids:
             pipe.hgetall(KEY.encode() + b"turn:" + request_id)
-        turns = [_decode(fields) for fields in pipe.execute() if fields]  # expired ones are gone
+        replies = _expect(await pipe.execute(), list)
+        turns = [decode(fields) for fields in replies if fields]  # expired ones are gone; bad ones ignored
         return [t for t in turns if t is not None]
 
     # -- failures --------------------------------------------------------------------------
-    def _guarded(self, operation: str, call: Callable[[], T], default: T) -> T:
+    def _guarded(self, operation: str, call: Callable[[], Coroutine[Any, Any, T]], default: T) -> T:
         if time.monotonic() < self._down_until:
             self._failed(operation, None)
             return default
+        future = asyncio.run_coroutine_threadsafe(self._within_deadline(call), self._loop)
         try:
-            result = call()
-        except (redis.RedisError, OSError) as exc:
+            result = future.result(self.deadline + 1.0)  # the loop keeps the deadline; this, if the loop cannot
+        except Exception as exc:  # noqa: BLE001 - whatever the store did (refused, slow, odd replies): a miss
+            future.cancel()
             self._down_until = time.monotonic() + BACKOFF
             self._failed(operation, exc)
             return default
@@ -152,6 +163,12 @@ class TurnStore:
             self._down = False
             log.warning("Turn store %s is reachable again: conversation memory is shared", self.where)
         return result
+
+    async def _within_deadline(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        try:
+            return await asyncio.wait_for(call(), self.deadline)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no whole answer within {self.deadline:g} s") from None
 
     def behind(self) -> None:
         """A turn not even queued for writing: the store takes them slower than they come."""
@@ -166,10 +183,20 @@ class TurnStore:
             if now < self._next_log:
                 return
             self._next_log, count, self._unreported = now + LOG_EVERY, self._unreported, 0
-        what = f"is unreachable ({type(exc).__name__}: {exc})" if exc else what
+        if exc is not None:
+            unreachable = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+            trouble = "is unreachable" if unreachable else "failed"
+            what = f"{trouble} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
         more = f"; {count} reads and writes missed it since the last report" if count > 1 else ""
         log.warning("Turn store %s %s: conversation memory is this node's own, requests go on without it%s",
                     self.where, what, more)
+
+
+def _expect(reply: object, kind: type | tuple[type, ...]) -> Any:
+    """`reply` if it is what Redis answers to the command; else UnexpectedReply (a miss)."""
+    if not isinstance(reply, kind):
+        raise UnexpectedReply(f"the store answered a {type(reply).__name__}")
+    return reply
 
 
 class SharedTurnCache(TurnCache):
@@ -240,67 +267,3 @@ def turn_cache(settings: Settings, *, on_error: Callable[[str], None] = lambda o
     store = TurnStore(settings.turn_store, max_turns=settings.context_max_turns,
                       session_gap=settings.context_session_gap_seconds, on_error=on_error)
     return SharedTurnCache(store, on_restore=on_restore, **limits)
-
-
-def _encode(stored: StoredTurn) -> dict[str, bytes | str]:
-    turn = stored.turn
-    fields: dict[str, bytes | str] = {}
-    segments = []
-    for index, (text, codes) in enumerate(turn.segments):
-        codes = np.ascontiguousarray(codes)
-        segments.append([text, codes.dtype.str, list(codes.shape)])
-        fields[f"segment:{index}"] = codes.tobytes()
-    codes = None
-    if turn.codes is not None:
-        array = np.ascontiguousarray(turn.codes)
-        codes = [array.dtype.str, list(array.shape)]
-        fields["codes"] = array.tobytes()
-    fields["meta"] = json.dumps({
-        "session": stored.session, "at": stored.at, "request_id": turn.request_id, "owner": turn.owner,
-        "voice": turn.voice, "text": turn.text, "speaker": turn.speaker, "seconds": turn.seconds,
-        "audio_ref": turn.audio_ref, "codes": codes, "segments": segments,
-    })
-    return fields
-
-
-def _decode(fields: dict[bytes, bytes]) -> StoredTurn | None:
-    try:
-        meta = json.loads(fields[b"meta"])
-        codes = _array(fields[b"codes"], *meta["codes"]) if meta["codes"] else None
-        segments = tuple((text, _array(fields[f"segment:{index}".encode()], dtype, shape))
-                         for index, (text, dtype, shape) in enumerate(meta["segments"]))
-        turn = Turn(request_id=meta["request_id"], owner=meta["owner"], voice=meta["voice"], text=meta["text"],
-                    speaker=int(meta["speaker"]), codes=codes, seconds=float(meta["seconds"]),
-                    audio_ref=meta["audio_ref"], segments=segments)
-        return StoredTurn(session=meta["session"], turn=turn, at=float(meta["at"]))
-    except (KeyError, ValueError, TypeError) as exc:  # another version's record, or damaged
-        log.warning("Ignored an unreadable stored turn (%s: %s)", type(exc).__name__, exc)
-        return None
-
-
-def _array(raw: bytes, dtype: str, shape: list[int]) -> np.ndarray:
-    kind = np.dtype(dtype)
-    if kind.kind not in "iu":
-        raise ValueError(f"codes of dtype {dtype}")
-    return np.frombuffer(raw, dtype=kind).reshape(shape).copy()  # writable, like generated codes
-
-
-def _ref_key(owner: str, ref: str) -> str:
-    return f"{KEY}ref:{_digest(owner, ref)}"
-
-
-def _text_key(owner: str, text: str) -> str:
-    return f"{KEY}text:{_digest(owner, ' '.join(text.split()))}"  # TurnCache.find_text's comparison
-
-
-def _digest(owner: str, value: str) -> str:
-    return hashlib.sha256(f"{owner}\0{value}".encode()).hexdigest()[:32]
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}").geturl()

@@ -22,7 +22,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Turn:
     request_id: str
-    owner: str  # who may reference it: X-Session-Id, else (API key, client address)
+    owner: str  # who may reference it: (X-Session-Id, caller), else (API key, client address)
     voice: str
     text: str
     speaker: int = 0

@@ -9,15 +9,20 @@ lays out context segments.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sesame_server.engine.codes import InvalidCodes, checked_codes
+
 from .window import SegmentKey, segment_key
 
 if TYPE_CHECKING:
     from sesame_server.engine.request import SpeechRequest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,12 @@ class TokenFrames:
 
 
 class PromptBuilder:
-    """Tokenizes segments for one model (its codebook count and tokenizer)."""
+    """Tokenizes segments for one model (its codebook count, Mimi's bins and its tokenizer)."""
 
-    def __init__(self, tokenizer, codebooks: int, speaker_prefix_space: bool = False):
+    def __init__(self, tokenizer, codebooks: int, speaker_prefix_space: bool = False, *, bins: int | None = None):
         self.tokenizer = tokenizer
         self.codebooks = codebooks
+        self.bins = bins  # codes at or past it index past the embedding tables
         self.width = codebooks + 1
         self.speaker_prefix_space = speaker_prefix_space
 
@@ -58,11 +64,10 @@ class PromptBuilder:
         return TokenFrames(tokens, mask)
 
     def audio(self, codes: np.ndarray, end_frame: bool = True) -> TokenFrames:
-        """`codes` [codebooks, frames] -> audio frames (+ the all-zero end frame)."""
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[0] < self.codebooks:
-            raise ValueError(f"codes must be [>= {self.codebooks} codebooks, frames], got {codes.shape}")
-        frames = codes[: self.codebooks].T.astype(np.int32)
+        """`codes` [codebooks, frames] -> audio frames (+ the all-zero end frame); InvalidCodes
+        for codes this model cannot read."""
+        codes = checked_codes(np.asarray(codes), codebooks=self.codebooks, bins=self.bins)
+        frames = codes.T.astype(np.int32)
         if end_frame:
             frames = np.concatenate([frames, np.zeros((1, self.codebooks), np.int32)])
         tokens = np.zeros((len(frames), self.width), np.int32)
@@ -81,12 +86,17 @@ class PromptBuilder:
 def context_segments(builder: PromptBuilder, request: "SpeechRequest",
                      speaker: int) -> list[tuple[SegmentKey, TokenFrames]]:
     """A request's context, oldest first: prior turns, then previous_text in the voice's
-    `speaker`; each with the key that says whether the KV cache already holds it."""
+    `speaker`; each with the key that says whether the KV cache already holds it. A turn
+    whose codes this model cannot read (memory restored from a shared store) is left out."""
     segments = []
     for turn in request.context:
         codes = None if turn.codes is None else np.asarray(turn.codes)
-        segments.append((segment_key(turn.turn_id, turn.text, turn.speaker, codes),
-                         builder.segment(turn.text, turn.speaker, codes)))
+        try:
+            frames = builder.segment(turn.text, turn.speaker, codes)
+        except InvalidCodes as exc:
+            log.warning("Left out context turn %r: %s", turn.turn_id, exc)
+            continue
+        segments.append((segment_key(turn.turn_id, turn.text, turn.speaker, codes), frames))
     if request.previous_text:
         segments.append((segment_key(None, request.previous_text, speaker), builder.text(request.previous_text, speaker)))
     return segments

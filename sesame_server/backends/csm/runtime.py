@@ -68,11 +68,13 @@ class CsmRuntime(PrefixRuntime):
                 raise BackendError(f"CSM wants {codebooks} codebooks but Mimi has {assets.mimi.cfg.quantizer_nq}")
             self.loop = FrameLoop(assets.model, valid_ids=self.codec.bins, max_len=window)
             self.builder = PromptBuilder(
-                assets.tokenizer, codebooks, bool(assets.config.get("speaker_prefix_space", False))
+                assets.tokenizer, codebooks, bool(assets.config.get("speaker_prefix_space", False)),
+                bins=self.codec.bins,
             )
             # Which Mimi made the codes (cached on a disk other nodes may share): its source, not only MIMI_ID.
             codec_id = f"{mimi_source(settings, assets.model_dir)}|{self.codec.bins}"
-            self.voices = VoicePromptStore(locate, self.codec.encode, codebooks, cache_dir, codec_id)
+            self.voices = VoicePromptStore(locate, self.codec.encode, codebooks, cache_dir, codec_id,
+                                           bins=self.codec.bins)
         self.assets: CsmAssets = assets
         self._prefixes: OrderedDict[str, KVSnapshot] = OrderedDict()  # least recently used first
         self._cache_uses = 0

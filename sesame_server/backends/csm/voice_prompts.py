@@ -8,7 +8,9 @@ a cloned voice's next to its recording (VOICES_DIR/<id>/codes-<digest>.npz), so 
 sharing VOICES_DIR reuses the codes the first one made. The digest names the audio and the
 Mimi weights that encoded it. A cache file is written under a temporary name, fsynced and
 renamed (two nodes encoding at once: the last rename wins, both files are whole); one that
-cannot be read is a miss, encoded again and rewritten.
+cannot be read is a miss, encoded again and rewritten. On a shared folder a cache file is
+another process's writing: it is read only if it is a plain file of a sane size whose codes
+this model can read (engine.codes), never a FIFO, a pickle or a zip bomb.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import secrets
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,11 +31,14 @@ import numpy as np
 
 from sesame_server.audio.units import SAMPLE_RATE
 from sesame_server.backends.base import BackendError, Voice, VoiceUnavailable
+from sesame_server.engine.codes import checked_codes
 from sesame_server.engine.request import ReferenceVoice
 
 from . import hub
 
 log = logging.getLogger(__name__)
+
+MAX_CACHE_BYTES = 4 << 20  # a codes file: 30 s of a voice's codes take some 50 KB
 
 BUILTIN_VOICES: dict[str, Voice] = {
     "conversational_a": Voice(
@@ -128,17 +136,20 @@ def file_prompt_source(model_dir: Path | None, token: str | None) -> Callable[[s
 def reference_prompt_source(reference: ReferenceVoice) -> PromptAudio:
     """A cloned voice's reference recording; keyed by content so a re-upload re-encodes."""
     wav, text = Path(reference.audio_path), reference.transcript
+    # The reasons reach the client (a 400): they name the voice, never a server path.
     try:
         digest = hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
     except OSError as exc:
-        raise VoiceUnavailable(reference.voice_id, f"its reference recording {wav} is missing ({exc})") from None
+        why = ("it was deleted" if not wav.parent.exists()  # while this request was on its way
+               else f"its reference recording is missing ({exc.strerror or exc.__class__.__name__})")
+        raise VoiceUnavailable(reference.voice_id, why) from None
 
     def load() -> tuple[np.ndarray, str]:
         try:
             return read_audio(wav), text
         except Exception as exc:  # noqa: BLE001 - libsndfile says why in its own exception type
-            raise VoiceUnavailable(reference.voice_id,
-                                   f"its reference recording {wav} is unreadable ({exc})") from None
+            why = getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or exc.__class__.__name__
+            raise VoiceUnavailable(reference.voice_id, f"its reference recording is unreadable ({why})") from None
 
     return PromptAudio(f"clone:{reference.voice_id}:{digest}", text, load, home=wav.parent)
 
@@ -166,10 +177,13 @@ class VoicePromptStore:
         codebooks: int,
         cache_dir: Path | None,
         codec_id: str,
+        *,
+        bins: int | None = None,
     ):
         self._locate = locate
         self._encode = encode
         self._codebooks = codebooks
+        self._bins = bins  # Mimi's: a cached code at or past it is not this model's
         self._cache_dir = cache_dir
         self._codec_id = codec_id
         self._prompts: dict[str, VoicePrompt] = {}
@@ -209,15 +223,12 @@ class VoicePromptStore:
     def _read_cache(self, path: Path) -> tuple[np.ndarray, str] | None:
         """(codes, transcript) from a cache file; None for a missing, partial or foreign one."""
         try:
-            with np.load(path) as stored:
-                codes, text = stored["codes"], str(stored["text"])
+            codes, text = read_codes(path)
+            checked_codes(codes, codebooks=self._codebooks, bins=self._bins, min_frames=1)
         except FileNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - damaged (zip, pickle, io): encoded again, never fatal
-            log.warning("Ignoring unreadable voice cache %s: %s", path, exc)
-            return None
-        if codes.ndim != 2 or codes.shape[0] != self._codebooks or codes.shape[1] == 0 or codes.dtype.kind not in "iu":
-            log.warning("Ignoring voice cache %s: codes of shape %s, %s", path, codes.shape, codes.dtype)
+        except Exception as exc:  # noqa: BLE001 - damaged or foreign (zip, npy, codes, io): encoded again
+            log.warning("Ignoring voice cache %s: %s", path, exc)
             return None
         log.debug("Voice codes read from %s", path)
         return codes.astype(np.int32), text
@@ -229,6 +240,33 @@ class VoicePromptStore:
         if source.home is not None:
             return source.home / f"codes-{digest}.npz"
         return self._cache_dir / "csm" / "voice_codes" / f"{voice_id}-{digest}.npz"
+
+
+def read_codes(path: Path) -> tuple[np.ndarray, str]:
+    """(codes, transcript) as write_codes stored them; raises for anything else. Opened
+    without blocking, so a FIFO in its place is refused rather than waited on."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+        found = os.fstat(file.fileno())
+        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_CACHE_BYTES:
+            raise ValueError(f"not a codes file ({stat.filemode(found.st_mode)}, {found.st_size} bytes)")
+        with zipfile.ZipFile(file) as archive:
+            return _npy(archive, "codes.npy"), str(_npy(archive, "text.npy"))
+
+
+def _npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """One array of an npz, its header checked against the member's size before numpy
+    allocates what the header claims (a few bytes of zip may inflate to gigabytes)."""
+    member = archive.getinfo(name)
+    if member.file_size > MAX_CACHE_BYTES:
+        raise ValueError(f"{name} inflates to {member.file_size} bytes")
+    with archive.open(member) as npy:
+        version = np.lib.format.read_magic(npy)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(npy)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize > member.file_size:
+        raise ValueError(f"{name} claims {shape} of {dtype} in {member.file_size} bytes")
+    with archive.open(member) as npy:
+        return np.lib.format.read_array(npy, allow_pickle=False)
 
 
 def write_codes(path: Path, codes: np.ndarray, text: str, *, make_dir: bool = False) -> bool:

@@ -110,10 +110,10 @@ class TorchRuntime(TorchYardsticks, PrefixRuntime):
             raise BackendError(f"CSM wants {codebooks} codebooks but Mimi has {mimi.config.num_quantizers}")
         self.codec = TorchMimiCodec(mimi, codebooks)
         self.loop = TorchFrameLoop(model, valid_ids=self.codec.bins, max_len=window)
-        self.builder = PromptBuilder(assets.tokenizer, codebooks)
+        self.builder = PromptBuilder(assets.tokenizer, codebooks, bins=self.codec.bins)
         # Codes depend on the Mimi weights: the cache key says which (torch and MLX never share).
         self.voices = VoicePromptStore(locate, self.codec.encode, codebooks, cache_dir,
-                                       f"torch|{assets.model_id}|{self.codec.bins}")
+                                       f"torch|{assets.model_id}|{self.codec.bins}", bins=self.codec.bins)
         self.assets: TorchAssets = assets
         self._prefixes: OrderedDict[str, KVSnapshot] = OrderedDict()  # least recently used first
         self._cache_uses = 0
