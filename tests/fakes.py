@@ -59,7 +59,7 @@ class FakeBackend:
         self.started.set()
         reference = getattr(request, "reference", None)
         if reference is not None and not Path(reference.audio_path).is_file():
-            raise VoiceUnavailable(reference.voice_id, f"its reference recording {reference.audio_path} is missing")
+            raise VoiceUnavailable(reference.voice_id, "its reference recording is missing")  # no path: as csm's
         t = np.arange(int(self.info.sample_rate * self.info.frame_seconds)) / self.info.sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         after_cancel = 0

@@ -54,6 +54,7 @@ def test_a_full_disk_is_a_507_and_leaves_no_half_voice(tiny_disk):
         detail = response.json()["detail"]
         assert detail["status"] == "insufficient_storage" and "no space left" in detail["message"].lower()
         assert "MB free" in detail["message"] and response.headers["x-should-retry"] == "false"
+        assert str(tiny_disk) not in detail["message"]  # no server path in an error body
         assert list((tiny_disk / "voices").iterdir()) == []  # no staging folder, no voice without voice.json
         assert backend.prepared == []
 

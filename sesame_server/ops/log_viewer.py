@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from sesame_server.ops.logs import LOG_FILE_NAME, format_human
+from sesame_server.ops.logs import LOG_FILE_NAME, escape_control, format_human
 from sesame_server.ops.service_units import SERVICE_LOG_NAME
 
 
@@ -29,7 +29,7 @@ def show_logs(args: argparse.Namespace, settings: Any) -> int:
             try:
                 line = format_human(json.loads(line))
             except (ValueError, AttributeError):
-                pass  # not one of ours: print as is
+                line = escape_control(line)  # not one of ours: printed, on one line
         print(line, flush=True)
 
     for line in tail_lines(path, args.lines):
@@ -57,13 +57,17 @@ def tail_lines(path: Path, count: int) -> list[str]:
             position = max(0, position - block)
             handle.seek(position)
             data = handle.read(end - position)
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    # Split at "\n" only: str.splitlines() also breaks at U+2028, NEL and other characters a
+    # JSON line may hold as they are (a client's text), and would print the pieces raw.
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     return lines[-count:]
 
 
 def follow(path: Path, interval: float = 0.5) -> Iterator[str]:
     """New lines as they are written; survives rotation (the file is replaced)."""
-    handle = open(path, "r", encoding="utf-8", errors="replace")
+    handle = open(path, "r", encoding="utf-8", errors="replace", newline="\n")
     handle.seek(0, os.SEEK_END)
     inode = os.fstat(handle.fileno()).st_ino
     try:
@@ -76,7 +80,7 @@ def follow(path: Path, interval: float = 0.5) -> Iterator[str]:
             try:
                 if os.stat(path).st_ino != inode:  # rotated: read the new file from the start
                     handle.close()
-                    handle = open(path, "r", encoding="utf-8", errors="replace")
+                    handle = open(path, "r", encoding="utf-8", errors="replace", newline="\n")
                     inode = os.fstat(handle.fileno()).st_ino
             except FileNotFoundError:
                 pass

@@ -3,6 +3,12 @@
 `setup_logging` installs our handlers on the root logger (calling it again replaces them)
 and `teardown_logging` removes them. The formatters are here too: `JsonFormatter` for the
 file, `format_human` for `sesame-tts service logs` reading that file back.
+
+Log text is untrusted: a voice id or a context id a client sent lands in messages. JSON
+escapes it; the human formats (the console, `service logs`) escape every control character
+(`escape_control`), so no client can print a line of its own. Tracebacks stay multi-line.
+A WebSocket client that stops reading or resets is not a server error: `ExpectedDisconnects`
+turns the websockets library's ERROR-with-traceback for it into one INFO line.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -20,10 +27,20 @@ LOG_FILE_NAME = "server.log"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # 10 MiB per file ...
 DEFAULT_BACKUP_COUNT = 5  # ... and 5 old files: at most ~60 MiB on disk, for months of uptime
 FIELDS_ATTR = "sesame_fields"  # a record's structured fields (the request line), merged at top level
+# A record whose text is the server's own (the load-failure advice), printed with its line
+# breaks: log.error(..., extra={MULTILINE_ATTR: True}). Never for text a client sent.
+MULTILINE_ATTR = "_sesame_multiline"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is data.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _OURS = "_sesame"  # marks our handlers, so setup is idempotent and teardown finds them
+# Line breaks (\n, \r, \v, \f, NEL, U+2028/9), escape sequences (ESC) and every other C0/C1
+# control; a tab stays (it cannot start a line).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+_JSON_RAW_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x7f\x85\u2028\u2029"}
+# The websockets library's loggers (the server's protocol logs through "websockets.server").
+WEBSOCKET_LOGGERS = ("websockets.server", "websockets.client")
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -46,6 +63,8 @@ def setup_logging(
     teardown_logging()
     root = logging.getLogger()
     level = level.upper() if isinstance(level, str) else logging.getLevelName(level)
+    for name in WEBSOCKET_LOGGERS:
+        _install_filter(logging.getLogger(name), ExpectedDisconnects())
     context = _RequestContext()
 
     console = _StderrHandler()
@@ -78,6 +97,15 @@ def teardown_logging() -> None:
     for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
         handler.close()
+    for name in WEBSOCKET_LOGGERS:
+        target = logging.getLogger(name)
+        for ours in [f for f in target.filters if getattr(f, _OURS, False)]:
+            target.removeFilter(ours)
+
+
+def _install_filter(target: logging.Logger, record_filter: logging.Filter) -> None:
+    setattr(record_filter, _OURS, True)
+    target.addFilter(record_filter)
 
 
 def _install(root: logging.Logger, handler: logging.Handler, context: logging.Filter) -> None:
@@ -128,7 +156,9 @@ class JsonFormatter(logging.Formatter):
     top level; `exc_info` holds the full traceback text when the record has one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(record_dict(record), ensure_ascii=False, default=str, separators=(",", ":"))
+        line = json.dumps(record_dict(record), ensure_ascii=False, default=str, separators=(",", ":"))
+        # JSON escapes C0 controls itself; these it leaves raw, and some readers break lines at them.
+        return line.translate(_JSON_RAW_BREAKS)
 
 
 def record_dict(record: logging.LogRecord) -> dict[str, Any]:
@@ -160,8 +190,16 @@ def record_dict(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class HumanFormatter(logging.Formatter):
+    """One line per record on the console: the message (format string and arguments alike)
+    with its control characters escaped; a traceback follows on lines of its own."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        message = record.message if getattr(record, MULTILINE_ATTR, False) else escape_control(record.message)
+        return self._fmt % {**vars(record), "message": message,  # type: ignore[operator]
+                            "name": escape_control(record.name)}
 
 
 def format_human(entry: Mapping[str, Any]) -> str:
@@ -171,7 +209,52 @@ def format_human(entry: Mapping[str, Any]) -> str:
         when = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         when = ts
-    line = f"{when} {entry.get('level', ''):<7} {entry.get('logger', '')}: {entry.get('message', '')}"
+    level, logger, message = (escape_control(str(entry.get(key, ""))) for key in ("level", "logger", "message"))
+    line = f"{escape_control(when)} {level:<7} {logger}: {message}"
     if entry.get("exc_info"):
         line += "\n" + str(entry["exc_info"])
     return line
+
+
+def escape_control(text: str) -> str:
+    """`text` on one line: control characters as \\n, \\r, \\xNN or \\uNNNN."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+# -- expected disconnects ----------------------------------------------------------------------
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class ExpectedDisconnects(logging.Filter):
+    """A WebSocket peer that went away (stopped reading, reset, never answered a ping) is
+    the client's doing: an ERROR with a traceback from the websockets library for it becomes
+    one INFO line saying what happened. Installed on the library's loggers, so a handler's
+    level still applies to the INFO it becomes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno > logging.INFO and exc is not None and _is_disconnect(exc):
+            record.msg, record.args = f"{record.getMessage()}: the client went away ({_describe(exc)})", None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    closed = getattr(sys.modules.get("websockets.exceptions"), "ConnectionClosed", None)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _DISCONNECTS) or (closed is not None and isinstance(exc, closed)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__

@@ -168,10 +168,12 @@ class VoiceCatalogue:
         self._by_elevenlabs_id[elevenlabs_id(voice)] = voice
 
     def mark_unusable(self, voice_id: str, reason: str) -> None:
-        self.unusable[voice_id] = reason
+        # A new dict, not a change: /health iterates it while the share's thread marks another.
+        self.unusable = {**self.unusable, voice_id: reason}
 
     def remove(self, voice_id: str) -> None:
-        self.unusable.pop(voice_id, None)
+        if voice_id in self.unusable:
+            self.unusable = {key: why for key, why in self.unusable.items() if key != voice_id}
         voice = self._voices.pop(voice_id, None)
         if voice is not None:
             self._lower.pop(voice.id.lower(), None)

@@ -5,8 +5,9 @@ The directory name is an id we generate, never anything the uploader sent, so no
 filename can escape the voices directory. A voice is written into a hidden staging folder,
 fsynced, then renamed into place: a crash or a full disk leaves no half-written voice, and
 the staging folder is removed. A stored voice that cannot be read is reported (log, /health),
-never silently dropped. The backend may keep what it derives from a voice (CSM: its Mimi
-codes) in the voice's folder, so it goes with the voice.
+never silently dropped; its files are never trusted (voices/voice_file.py: schema, size,
+regular files inside VOICES_DIR). The backend may keep what it derives from a voice (CSM: its
+Mimi codes) in the voice's folder, so it goes with the voice.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from pydantic import ValidationError
 
 from sesame_server.audio.units import SAMPLE_RATE  # CSM/Mimi's rate: stored ready to encode
 from sesame_server.backends.base import Voice
 from sesame_server.engine.request import ReferenceVoice
+from sesame_server.voices.voice_file import REFERENCE_FILE, check_reference, read_voice_file, schema_errors
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,10 @@ class StorageFull(OSError):
 
     def __init__(self, root: Path):
         free = _free_mb(root)
-        super().__init__(errno.ENOSPC, f"No space left on device under CACHE_DIR ({free} MB free at {root}); "
+        # The message is the 507's body: it names the setting, not the server's path.
+        super().__init__(errno.ENOSPC, f"No space left on device under CACHE_DIR ({free} MB free); "
                                        "free some space and try again.")
+        self.root = root
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class CustomVoiceStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock = threading.Lock()
+        # Voices read (or written) by this node: a voice.json is never changed once stored, so a
+        # request for a voice reads nothing from the share (it may hang; voices/shared.py).
+        self._read_voices: dict[str, CustomVoice] = {}
 
     def scan(self) -> tuple[list[CustomVoice], list[Unreadable]]:
         """Every stored voice, oldest first, and those that cannot be read. Clears staging
@@ -112,13 +120,15 @@ class CustomVoiceStore:
         if "/" in voice_id or voice_id in ("", ".", "..") or not folder.is_dir():
             return None
         try:
-            return self._read(folder, check_audio=True)
+            voice = self._read(folder, check_audio=True)
         except FileNotFoundError as exc:
             if not folder.is_dir():
                 return None  # deleted while we read it (by another node)
             return self._unreadable(folder, exc)
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             return self._unreadable(folder, exc)
+        self._read_voices[voice_id] = voice
+        return voice
 
     def _unreadable(self, folder: Path, exc: BaseException) -> Unreadable:
         log.warning("Stored voice %s cannot be used and is skipped: %s", folder, _reason(exc))
@@ -134,11 +144,15 @@ class CustomVoiceStore:
 
     def reference(self, voice_id: str) -> ReferenceVoice | None:
         """The recording a cloned voice is made from; None for built-in voices."""
-        voice = self.get(voice_id)
+        voice = self._read_voices.get(voice_id) or self.get(voice_id)
         if voice is None:
             return None
-        return ReferenceVoice(voice_id=voice_id, audio_path=str(self.root / voice_id / "reference.wav"),
+        return ReferenceVoice(voice_id=voice_id, audio_path=str(self.root / voice_id / REFERENCE_FILE),
                               transcript=voice.transcript)
+
+    def forget(self, voice_id: str) -> None:
+        """A voice gone from disk (deleted by another node): no longer served from memory."""
+        self._read_voices.pop(voice_id, None)
 
     def add(self, name: str, audio: np.ndarray, *, transcript: str = "", description: str = "",
             labels: dict | None = None) -> CustomVoice:
@@ -162,6 +176,7 @@ class CustomVoiceStore:
                     _sync(out)
                 os.rename(staging, self.root / voice.voice_id)
                 _sync_dir(self.root)
+                self._read_voices[voice.voice_id] = voice
             except Exception as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 if _is_disk_full(exc):
@@ -172,6 +187,7 @@ class CustomVoiceStore:
     def delete(self, voice_id: str) -> bool:
         if not is_voice_id(voice_id) or not (self.root / voice_id).is_dir():
             return False
+        self.forget(voice_id)
         with self._lock:
             # Renamed away first: the voice disappears at once, even if removing its files fails
             # (a name of its own: another node may be deleting the same voice right now).
@@ -184,13 +200,13 @@ class CustomVoiceStore:
         return True
 
     def _read(self, folder: Path, *, check_audio: bool = False) -> CustomVoice:
-        voice = CustomVoice(**json.loads((folder / "voice.json").read_text(encoding="utf-8")))
+        voice = CustomVoice(**read_voice_file(folder, self.root).model_dump())
         if voice.voice_id != folder.name:
             raise ValueError(f"voice.json names voice {voice.voice_id!r}, not {folder.name!r}")
         if check_audio:
-            info = soundfile.info(str(folder / "reference.wav"))
+            info = soundfile.info(str(check_reference(folder, self.root)))
             if info.frames == 0:
-                raise ValueError("reference.wav holds no audio")
+                raise ValueError(f"{REFERENCE_FILE} holds no audio")
         return voice
 
 
@@ -238,12 +254,18 @@ def _free_mb(root: Path) -> int:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why a stored voice cannot be used, for /health and the 400 naming it: no server path."""
     if isinstance(exc, FileNotFoundError):
         return f"{Path(exc.filename or '?').name} is missing"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"voice.json is not valid JSON ({exc.msg}, line {exc.lineno})"
-    if isinstance(exc, TypeError):
-        return f"voice.json has unexpected fields ({exc})"
+    if isinstance(exc, ValidationError):
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            return f"voice.json is not valid JSON ({schema_errors(exc)})"
+        return f"voice.json does not hold a voice ({schema_errors(exc)})"
+    if isinstance(exc, soundfile.LibsndfileError):
+        return f"{REFERENCE_FILE} cannot be read as audio ({exc.error_string})"
+    if isinstance(exc, OSError):
+        name = Path(exc.filename).name if exc.filename else "its folder"
+        return f"{name} cannot be read ({exc.strerror or exc.__class__.__name__})"
     return f"{exc.__class__.__name__}: {exc}"
 
 
