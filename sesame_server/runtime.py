@@ -38,6 +38,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.sockets.limit = self.settings.max_websockets
+        self.sockets.pending_limit = self.settings.max_pending_websockets  # keys still to come
         self.node = node_name(self.settings)
         if not self.public_url:
             self.public_url = self.settings.public_url or bound_url(self.settings.host, self.settings.port)

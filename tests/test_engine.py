@@ -216,3 +216,46 @@ def test_the_generation_result_and_first_block_figures_reach_the_job():
         assert job.generation.frames == 3 and job.error is None and not job.interrupted
     finally:
         engine.stop()
+
+
+# -- back-pressure: a reader that does not read (issue #22) -------------------------------------
+def _frames_of_unread_audio(backend: FakeBackend) -> int:
+    from sesame_server.engine.job import MAX_UNREAD_SECONDS
+
+    return int(MAX_UNREAD_SECONDS / backend.info.frame_seconds)
+
+
+def test_a_job_nobody_reads_pauses_generation_then_is_cut_and_the_next_job_runs():
+    """The inference thread holds at most MAX_UNREAD_SECONDS of a job's audio; past
+    slow_reader_seconds without a read the job ends with SlowReader and the queue moves on."""
+    from sesame_server.engine.job import SlowReader
+
+    backend = FakeBackend(frames=2000)
+    budget = _frames_of_unread_audio(backend)
+    assert backend.frames > 3 * budget
+    engine = Engine(backend, warmup=False, slow_reader_seconds=0.5).start()
+    try:
+        stuck = engine.submit(speech("stuck", stream=True))  # its reader never reads
+        wait_until(lambda: stuck.results.qsize() >= budget)
+        backend.frames = 3  # for the next job (the stuck one's loop is under way)
+        nxt = engine.submit(speech("next", stream=True))
+        assert stuck.done.wait(10) and stuck.frames <= budget + 1
+        assert isinstance(stuck.error, SlowReader) and stuck.results.qsize() <= budget + 2
+        with pytest.raises(SlowReader):
+            drain(stuck)  # the reader that comes back learns the audio was cut
+        assert drain(nxt) == 3
+    finally:
+        engine.stop()
+
+
+def test_a_reader_that_keeps_up_gets_every_block_past_the_budget():
+    backend = FakeBackend(frames=1000)
+    assert backend.frames > 2 * _frames_of_unread_audio(backend)
+    engine = Engine(backend, warmup=False, slow_reader_seconds=0.5).start()
+    try:
+        job = engine.submit(speech("steady", stream=True))
+        wait_until(lambda: job.results.qsize() >= _frames_of_unread_audio(backend))  # generation waits...
+        assert drain(job) == 1000  # ...and goes on as the reader reads
+        assert job.error is None and not job.interrupted
+    finally:
+        engine.stop()

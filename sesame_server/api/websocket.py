@@ -30,9 +30,11 @@ CLOSE_SECONDS = 5.0
 Session = Callable[[Connection], None]
 
 
-def upgrade(session: Session, name: str) -> Response:
+def upgrade(session: Session, name: str, *, pending: bool = False) -> Response:
     """Accept this request as a WebSocket and run `session(connection)` on a new thread.
 
+    `pending`: the key is still to come (in the first message), so the socket waits in the
+    MAX_PENDING_WEBSOCKETS pool until the session admits it (OpenSockets.admit).
     The route is registered with websocket=True: werkzeug sends plain requests to the 426 of
     api/__init__.py. Raises APIError (in the caller's dialect, before anything is taken)
     when the handshake is invalid, the server cannot upgrade, or too many sockets are open."""
@@ -49,10 +51,18 @@ def upgrade(session: Session, name: str) -> Response:
         raise APIError(400, f"Invalid WebSocket handshake: {handshake_protocol.handshake_exc}",
                        code="invalid_handshake")
     sockets = runtime().sockets
-    if not sockets.reserve():
-        if not sockets.limit:
-            raise APIError(503, "WebSockets are turned off on this server (MAX_WEBSOCKETS=0).",
-                           code="websocket_unavailable")
+    if not sockets.limit:
+        raise APIError(503, "WebSockets are turned off on this server (MAX_WEBSOCKETS=0).",
+                       code="websocket_unavailable")
+    if not sockets.reserve(pending):
+        if pending and not sockets.pending_limit:
+            raise APIError(401, "Send the API key as the xi-api-key header or the authorization query parameter: "
+                                "this server takes none in the first message (MAX_PENDING_WEBSOCKETS=0).",
+                           code="invalid_api_key")
+        if pending:
+            raise APIError(503, f"{sockets.pending_limit} WebSocket connections are waiting for their API key "
+                                "(MAX_PENDING_WEBSOCKETS); send the key as the xi-api-key header, or try again "
+                                "later.", code="system_busy", headers={"Retry-After": "1"})
         raise APIError(503, f"{sockets.limit} WebSocket connections are open (MAX_WEBSOCKETS); try again later.",
                        code="system_busy", headers={"Retry-After": "1"})
     connection = None
@@ -67,9 +77,9 @@ def upgrade(session: Session, name: str) -> Response:
     except (ConnectionGone, OSError) as exc:
         log.info("WebSocket %s: the client left during the handshake (%s)", name, exc)
     except BaseException:
-        sockets.opened(None)  # the slot goes back, whatever happened
+        sockets.opened(None, pending)  # the slot goes back, whatever happened
         raise
-    if not sockets.opened(connection):
+    if not sockets.opened(connection, pending):
         if connection is not None:  # the server began shutting down during the handshake
             connection.close(1001, "server shutting down")
         return Response(status=101)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable
 
-from sesame_server.backends.base import Backend, Generation
-from sesame_server.engine.job import END, Job
+from sesame_server.backends.base import Backend, Generation, VoiceUnavailable
+from sesame_server.engine.job import END, MAX_UNREAD_SECONDS, Job, SlowReader
 from sesame_server.engine.request import ReferenceVoice, SpeechRequest
 from sesame_server.engine.status import BusyTime, EngineStatus, EngineStopped, ModelUnavailable, QueueFull
 
@@ -58,6 +58,7 @@ class Engine:
         max_queue_depth: int = 3,
         warmup: bool = True,
         idle_unload_minutes: float = 0.0,
+        slow_reader_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         advise: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
     ):
@@ -66,6 +67,8 @@ class Engine:
         self.max_queue_depth = max_queue_depth
         self.warmup = warmup
         self.idle_unload_seconds = idle_unload_minutes * 60.0
+        # Longest the thread waits for a reader holding MAX_UNREAD_SECONDS unread (everyone waits).
+        self.slow_reader_seconds = slow_reader_seconds
         self.clock = clock  # idle unload reads it: tests advance a fake clock, then poke()
         self.advise = advise  # a load failure -> what the operator should do (ops.advice)
         self.status = EngineStatus()
@@ -222,7 +225,9 @@ class Engine:
                 self.backend.warmup()
         except Exception as exc:  # noqa: BLE001 - reported through /health and every job
             self._load_error = self.advise(exc)
-            log.error("Loading the %s backend failed:\n%s", self.info.name, self._load_error, exc_info=exc)
+            # Our own advice, several lines: the console keeps its line breaks (ops.logs.MULTILINE_ATTR).
+            log.error("Loading the %s backend failed:\n%s", self.info.name, self._load_error, exc_info=exc,
+                      extra={"_sesame_multiline": True})
             self._publish("error")
             return
         self._load_error = None
@@ -256,7 +261,10 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - travels to the request thread
             from sesame_server.ops.advice import is_out_of_memory, out_of_memory
 
-            log.exception("Generation failed for request %s", job.request.request_id)
+            if isinstance(exc, VoiceUnavailable):  # one voice's material (deleted meanwhile): the client's
+                log.info("Request %s: %s", job.request.request_id, exc)
+            else:
+                log.exception("Generation failed for request %s", job.request.request_id)
             if is_out_of_memory(exc):
                 log.error(out_of_memory(exc))
             job.error = exc
@@ -280,8 +288,20 @@ class Engine:
                 job.prefill_tokens, job.context_turns = block.prefill_tokens, block.context_turns
             if job.cancel.is_set():
                 continue  # the backend returns within a frame; nobody reads these blocks
+            if not job.deliver(block.pcm, self.slow_reader_seconds):
+                self._cut(job)
+                continue
             job.samples += len(block.pcm)
-            job.results.put(block.pcm)
+
+    def _cut(self, job: Job) -> None:
+        """The reader left MAX_UNREAD_SECONDS unread for slow_reader_seconds: stop (the
+        backend returns within a frame) and tell the reader its audio is incomplete."""
+        log.info("Request %s: the client left %g s of audio unread for %g s; generation cut at frame %d",
+                 job.request.request_id, MAX_UNREAD_SECONDS, self.slow_reader_seconds, job.frames)
+        job.error = SlowReader(f"The client did not read the audio for {self.slow_reader_seconds:g} s; "
+                               "generation was stopped.")
+        job.cancel.set()
+        job.results.put(job.error)
 
     def _finish(self, job: Job) -> None:
         job.finished_at = time.monotonic()

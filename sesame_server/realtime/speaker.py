@@ -22,8 +22,9 @@ from sesame_server.context.conversation import Caller, plan_context
 from sesame_server.context.fields import ContextFields
 from sesame_server.engine.alignment import Alignment, CharacterTimeline
 from sesame_server.engine.engine import EngineStopped, ModelUnavailable, QueueFull
-from sesame_server.engine.job import Job
+from sesame_server.engine.job import Job, SlowReader
 from sesame_server.engine.request import ReferenceVoice, SpeechRequest
+from sesame_server.realtime.text_buffer import bounded_pieces
 from sesame_server.runtime import Runtime, new_request_id
 from sesame_server.spoken.alignment import SourceTimeline
 from sesame_server.spoken.policy import spoken_text
@@ -83,8 +84,14 @@ class Speaker:
     def speak(self, text: str, voice: Voicing | None = None) -> Iterator[AudioChunk]:
         """The audio of one piece, chunk by chunk; stops within one frame of `cancel`.
         `voice`: another voice for this piece (a dialogue line), in the same conversation.
+        A piece longer than MAX_INPUT_LENGTH is spoken as several jobs (no job holds the
+        engine longer than an HTTP request may).
 
         Raises SpeakFailed before or during the piece."""
+        for part in bounded_pieces(text, self.rt.settings.max_input_length):
+            yield from self._speak_part(part, voice)
+
+    def _speak_part(self, text: str, voice: Voicing | None) -> Iterator[AudioChunk]:
         if self.cancel.is_set():
             return
         voicing = voice or self.voicing
@@ -177,6 +184,8 @@ def _shifted(alignment: Alignment, start: float) -> Alignment:
 def _failure(exc: BaseException, request_id: str) -> SpeakFailed:
     if isinstance(exc, SpeakFailed):
         return exc
+    if isinstance(exc, SlowReader):
+        return SpeakFailed(str(exc), "client_too_slow")
     if isinstance(exc, VoiceUnavailable):
         return SpeakFailed(f"{exc} Delete the voice and add it again.", "voice_unusable")
     if isinstance(exc, (ModelUnavailable, BackendError)):

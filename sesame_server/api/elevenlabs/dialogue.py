@@ -32,7 +32,7 @@ from sesame_server.api.errors import APIError
 from sesame_server.api.serving import StreamAborted
 from sesame_server.api.validation import json_body, validate
 from sesame_server.context.conversation import Caller
-from sesame_server.context.fields import Text
+from sesame_server.context.fields import Name, Text
 from sesame_server.realtime.speaker import Speaker, SpeakFailed, Voicing
 from sesame_server.runtime import request_id, runtime
 
@@ -46,7 +46,7 @@ class DialogueInput(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     text: Text = Field(description="What this line says.")
-    voice_id: Text = Field(description="Who says it (any voice id /v1/voices lists).")
+    voice_id: Name = Field(description="Who says it (any voice id /v1/voices lists).")
 
 
 class DialogueSettings(BaseModel):
@@ -60,10 +60,10 @@ class TextToDialogueBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", title="ElevenLabs text-to-dialogue request")
 
     inputs: Annotated[list[DialogueInput], Field(min_length=1, max_length=MAX_LINES)]
-    model_id: Text | None = Field(None, description="Any id; every model is served by the local one.")
+    model_id: Name | None = Field(None, description="Any id; every model is served by the local one.")
     settings: DialogueSettings | None = None
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] | None = None
-    language_code: Text | None = None
+    language_code: Name | None = None
     apply_text_normalization: Literal["auto", "on", "off"] | None = None
     pronunciation_dictionary_locators: list[Any] | None = None
 

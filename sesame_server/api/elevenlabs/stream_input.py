@@ -5,7 +5,9 @@ text-to-dialogue ones, /v1/text-to-dialogue/stream-input and /multi-stream-input
 Everything a request can get wrong is answered before the upgrade, as an HTTP error in
 ElevenLabs' shape (the client sees the handshake fail with that status): the Host, the
 page it comes from, the key (when sent as a header or the `authorization` query), the
-query, the voice, the format. The key may also come in the first message (`xi_api_key`).
+query, the voice, the format. The key may also come in the first message (`xi_api_key`):
+such a socket waits in the small MAX_PENDING_WEBSOCKETS pool, not in MAX_WEBSOCKETS, until
+it shows the key, within WS_FIRST_MESSAGE_SECONDS.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import hmac
 import time
 import uuid
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ConfigDict, Field
+from websockets.sync.connection import Connection
 
 from sesame_server.api.callers import caller
 from sesame_server.api.elevenlabs.schema import (
@@ -27,15 +30,24 @@ from sesame_server.api.elevenlabs.schema import (
     temperature,
     voice_settings,
 )
-from sesame_server.api.elevenlabs.stream_context import StreamOptions
-from sesame_server.api.elevenlabs.stream_messages import DIALOGUE_WIRE, TTS_WIRE, ClientMessage, ProtocolError
+from sesame_server.api.elevenlabs.stream_context import StreamLimits, StreamOptions
+from sesame_server.api.elevenlabs.stream_messages import (
+    DIALOGUE_WIRE,
+    MAX_KEY_LENGTH,
+    TRY_AGAIN,
+    TTS_WIRE,
+    ClientMessage,
+    ProtocolError,
+)
 from sesame_server.api.elevenlabs.stream_session import StreamSession
 from sesame_server.api.errors import APIError
 from sesame_server.api.validation import validate
 from sesame_server.api.websocket import upgrade
 from sesame_server.context.conversation import Caller
+from sesame_server.context.fields import MAX_NAME_LENGTH
 from sesame_server.engine.job import Job
 from sesame_server.ops.request_log import job_fields, log_request, note_request
+from sesame_server.realtime.sockets import OpenSockets
 from sesame_server.realtime.speaker import Speaker, Voicing
 from sesame_server.runtime import Runtime, runtime
 
@@ -47,21 +59,25 @@ KEY_IN_FIRST_MESSAGE = frozenset({"stream_input", "multi_stream_input", "dialogu
                                   "dialogue_multi_stream_input"})
 
 
+_Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
+
+
 class StreamInputQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", title="ElevenLabs stream-input query")
 
-    model_id: str | None = Field(None, description="Any id; every model is served by the local one.")
-    output_format: str | None = Field(None, description="Any streamable format (not wav).")
+    model_id: _Name | None = Field(None, description="Any id; every model is served by the local one.")
+    output_format: _Name | None = Field(None, description="Any streamable format (not wav).")
     inactivity_timeout: Annotated[int, Field(ge=1, le=MAX_INACTIVITY_SECONDS)] = DEFAULT_INACTIVITY_SECONDS
     sync_alignment: bool | None = Field(None, description="Every audio message carries its alignment anyway.")
     auto_mode: bool | None = Field(None, description="Speak at sentence ends only; no chunk_length_schedule.")
     enable_logging: bool | None = None
     enable_ssml_parsing: bool | None = None
-    language_code: str | None = None
+    language_code: _Name | None = None
     apply_text_normalization: Literal["auto", "on", "off"] | None = None
     apply_language_text_normalization: bool | None = None
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
-    authorization: str | None = Field(None, description="The API key, instead of the xi-api-key header.")
+    authorization: Annotated[str, Field(max_length=MAX_KEY_LENGTH)] | None = Field(
+        None, description="The API key, instead of the xi-api-key header.")
 
 
 @bp.route("/text-to-speech/<voice_id>/stream-input", websocket=True)
@@ -116,11 +132,41 @@ def _upgrade(voice_id: str | None, *, multi: bool) -> Response:
     def speaker(voicing: Voicing, context_id: str | None) -> Speaker:
         return Speaker(rt, voicing, lambda job: record_piece(rt, job, route, "WS", context_id, fmt.name))
 
+    first_message, silent = _first_message(rt, args, key)
     options = StreamOptions(multi=multi, route=route, auto_mode=bool(args.auto_mode),
                             inactivity_timeout=float(args.inactivity_timeout), key=key, voicing=voicing,
                             speaker=speaker, wire=DIALOGUE_WIRE if dialogue else TTS_WIRE,
-                            line_voice=line_voice if dialogue else None)
-    return upgrade(lambda connection: StreamSession(connection, options).run(), route.rsplit("/", 1)[-1])
+                            line_voice=line_voice if dialogue else None, first_message_timeout=first_message, silent=silent,
+                            limits=StreamLimits.of(rt.settings))
+
+    def session(connection: Connection) -> None:
+        admit = (lambda: _admit(rt.sockets, connection)) if key is not None else None
+        StreamSession(connection, replace(options, admit=admit)).run()
+
+    return upgrade(session, route.rsplit("/", 1)[-1], pending=key is not None)
+
+
+def _first_message(rt: Runtime, args: StreamInputQuery, key: str | None) -> tuple[float, Callable[[], ProtocolError]]:
+    """How long a socket may send nothing at all, and the error that closes it then.
+
+    A socket whose key is still to come must show it soon (it holds a pending slot
+    meanwhile); one that showed it may stay silent as long as ElevenLabs allows (Pipecat's
+    first keep-alive comes 10 s after it connects)."""
+    if key is not None:
+        seconds = rt.settings.ws_first_message_seconds
+        return seconds, lambda: ProtocolError(
+            f"No API key within {seconds:g} seconds of connecting: send it as the xi-api-key header or as "
+            "xi_api_key in the first message.", "invalid_api_key")
+    seconds = float(args.inactivity_timeout)
+    return seconds, lambda: ProtocolError(f"No message within {seconds:g} seconds of connecting: connection "
+                                          "closed.", "input_timeout_exceeded")
+
+
+def _admit(sockets: OpenSockets, connection: Connection) -> None:
+    """The key came in the first message: the socket leaves the pending pool for a real slot."""
+    if not sockets.admit(connection):
+        raise ProtocolError(f"{sockets.limit} WebSocket connections are open (MAX_WEBSOCKETS); try again later.",
+                            "system_busy", TRY_AGAIN)
 
 
 def _line_voice(rt: Runtime, voice_id: str):

@@ -21,11 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from sesame_server.api.elevenlabs.schema import VoiceSettings
 from sesame_server.api.errors import APIError
 from sesame_server.api.validation import parse_json
-from sesame_server.context.fields import Text
+from sesame_server.context.fields import Name, Text
 from sesame_server.engine.alignment import Alignment
 from sesame_server.realtime.text_buffer import MAX_SCHEDULE, MIN_SCHEDULE
 
 MAX_CONTEXT_ID_LENGTH = 128
+MAX_KEY_LENGTH = 1024  # an API key, or "Bearer <key>"
 POLICY, INTERNAL, TRY_AGAIN = 1008, 1011, 1013  # close codes we send (websockets itself sends 1009)
 
 
@@ -65,14 +66,14 @@ class ClientMessage(BaseModel):
 
     text: Text | None = None
     inputs: Annotated[list[DialogueLine], Field(max_length=100)] | None = None  # text-to-dialogue
-    voices: Annotated[list[Text], Field(max_length=10)] | None = None  # text-to-dialogue registration
+    voices: Annotated[list[Name], Field(max_length=10)] | None = None  # text-to-dialogue registration
     context_id: Annotated[Text, Field(min_length=1, max_length=MAX_CONTEXT_ID_LENGTH)] | None = None
     flush: StrictBool | None = None
     try_trigger_generation: StrictBool | None = None
     voice_settings: VoiceSettings | None = None
     generation_config: GenerationConfig | None = None
-    xi_api_key: Text | None = None
-    authorization: Text | None = None
+    xi_api_key: Annotated[Text, Field(max_length=MAX_KEY_LENGTH)] | None = None
+    authorization: Annotated[Text, Field(max_length=MAX_KEY_LENGTH)] | None = None
     close_context: StrictBool | None = None
     close_socket: StrictBool | None = None
     keep_alive: StrictBool | None = None

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.connection import Connection
 
 from sesame_server.api.elevenlabs import stream_messages as wire
-from sesame_server.api.elevenlabs.stream_context import Context, Piece, StreamOptions
+from sesame_server.api.elevenlabs.stream_context import Context, Piece, StreamOptions, WaitingText
 from sesame_server.api.elevenlabs.stream_messages import ClientMessage, ProtocolError
 from sesame_server.realtime.speaker import SpeakFailed
 from sesame_server.realtime.text_buffer import DEFAULT_SCHEDULE, TextBuffer
@@ -51,6 +51,11 @@ class StreamSession:
         self._key_checked = options.key is None
         self._closing = False
         self._last_message = time.monotonic()
+        self._heard = False  # any message yet: a socket that sends none is closed (first_message_timeout)
+        self._waiting = WaitingText(options.limits)  # text not spoken yet, against the caps
+        # A send blocked this long (the client stopped reading) fails and the socket is
+        # closed: the audio waiting for a client is what the kernel buffers hold, no more.
+        connection.socket.settimeout(options.limits.send_timeout)
 
     # -- the reader -----------------------------------------------------------------------
     def run(self) -> None:
@@ -63,7 +68,7 @@ class StreamSession:
                 except TimeoutError:
                     self._check_inactivity()
                     continue
-                self._last_message = time.monotonic()
+                self._last_message, self._heard = time.monotonic(), True
                 if not self._closing:
                     self._handle(wire.parse(frame))
         except ProtocolError as exc:
@@ -100,21 +105,24 @@ class StreamSession:
             if text.strip():
                 context.input_ended = False
             if new_turn or (voice_id is not None and voice_id != context.voice_id):
-                self._queue(context, self._piece(context, context.buffer.flush()))  # the previous voice's
+                self._queue_texts(context, context.buffer.flush())  # the previous voice's
                 context.voice_id = voice_id
-            for piece in context.buffer.add(text):
-                self._queue(context, self._piece(context, piece))
+            with self._lock:
+                self._waiting.admit(context, self.contexts.values(), len(text))
+            self._queue_texts(context, context.buffer.add(text))
         if message.flush:
-            self._queue(context, self._piece(context, context.buffer.flush()))
+            self._queue_texts(context, context.buffer.flush())
             context.input_ended = context.input_ended or message.ends_input
             if self.options.wire.dialogue and not self.options.multi:
                 self._queue(context, _TURN_END)  # dialogue stream-input: each flushed turn decodes alone
         elif message.try_trigger_generation:
-            self._queue(context, self._piece(context, context.buffer.trigger()))
+            self._queue_texts(context, context.buffer.trigger())
 
-    def _piece(self, context: Context, text: str | None) -> Piece | None:
-        if text is None:
-            return None
+    def _queue_texts(self, context: Context, texts: list[str]) -> None:
+        for text in texts:
+            self._queue(context, self._piece(context, text))
+
+    def _piece(self, context: Context, text: str) -> Piece:
         voice_id = context.voice_id
         if voice_id is None or self.options.line_voice is None:
             return Piece(text)
@@ -127,6 +135,8 @@ class StreamSession:
         if not given or not hmac.compare_digest(given.encode(), (self.options.key or "").encode()):
             raise ProtocolError("Invalid or missing API key: send it as the xi-api-key header or as xi_api_key "
                                 "in the first message.", "invalid_api_key")
+        if self.options.admit is not None:
+            self.options.admit()  # from the pool of sockets awaiting their key to a real slot
         self._key_checked = True
 
     def _open(self, key: str | None, message: ClientMessage) -> Context:
@@ -139,7 +149,8 @@ class StreamSession:
         if message.generation_config and message.generation_config.chunk_length_schedule:
             schedule = tuple(message.generation_config.chunk_length_schedule)
         voicing = self.options.voicing(key, message)
-        context = Context(key, self.options.speaker(voicing, key), TextBuffer(schedule, auto_mode=self.options.auto_mode))
+        buffer = TextBuffer(schedule, auto_mode=self.options.auto_mode, max_piece=self.options.limits.max_piece_chars)
+        context = Context(key, self.options.speaker(voicing, key), buffer)
         with self._lock:
             self.contexts[key] = context
         return context
@@ -152,6 +163,7 @@ class StreamSession:
                 return
             if isinstance(piece, Piece):
                 context.queued += 1
+                self._waiting.queued(context, piece.text)
         self._work.put((context, piece))
 
     def _close_context(self, context: Context) -> None:
@@ -176,7 +188,7 @@ class StreamSession:
         if context.ending:
             return
         context.ending = True
-        self._queue(context, self._piece(context, context.buffer.flush()))
+        self._queue_texts(context, context.buffer.flush())
         self._queue(context, _FINISH)
 
     def _interrupt(self, context: Context, why: str) -> None:
@@ -194,6 +206,8 @@ class StreamSession:
 
     def _check_inactivity(self) -> None:
         now = time.monotonic()
+        if not self._heard and now - self._last_message > self.options.first_message_timeout:
+            raise self.options.silent()
         limit = self.options.inactivity_timeout
         for context in list(self.contexts.values()):
             idle = context.queued == 0 and not context.ending
@@ -242,7 +256,10 @@ class StreamSession:
                     self._turn_end(context)
                 else:
                     self._speak(context, piece)
-            except ConnectionClosed:
+            except ConnectionClosed as exc:
+                if isinstance(exc.__cause__, TimeoutError):
+                    log.info("WebSocket %s: the client read nothing for %g s; connection closed",
+                             self.options.route, self.options.limits.send_timeout)
                 self._mark_all_closed()
             except Exception:  # noqa: BLE001 - one socket's failure is never the server's
                 log.exception("WebSocket %s: speaking failed", self.options.route)
@@ -270,6 +287,7 @@ class StreamSession:
             chunks.close()  # an interrupted piece: cancels its job
             with self._lock:
                 context.queued -= 1
+                self._waiting.spoken(context, piece.text)
 
     def _finish(self, context: Context) -> None:
         with self._lock:
@@ -291,7 +309,8 @@ class StreamSession:
         self._send(marker)
 
     def _failed(self, context: Context, exc: SpeakFailed) -> None:
-        code = wire.TRY_AGAIN if exc.code == "too_many_concurrent_requests" else wire.INTERNAL
+        code = {"too_many_concurrent_requests": wire.TRY_AGAIN, "client_too_slow": wire.POLICY}.get(exc.code,
+                                                                                                  wire.INTERNAL)
         with self._lock:
             if context.closed:
                 return
