@@ -6,7 +6,9 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from sesame_server.api import add_request_id, http_error, speech_blueprint, unexpected_error
+from sesame_server.api import add_request_id, guard_unmatched, http_error, speech_blueprint, unexpected_error
+from sesame_server.api.dialect import error_response
+from sesame_server.api.errors import APIError
 from sesame_server.backends.base import Backend
 from sesame_server.backends.selection import create_backend
 from sesame_server.config import Settings, load_settings
@@ -28,6 +30,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     dialect the path suggests) for requests no route matched."""
     app = Flask(__name__)
     rt = init_app(app, settings, backend=backend, start=start, ops=True)
+    app.before_request(guard_unmatched)  # the key before "no such route"
+    app.register_error_handler(APIError, error_response)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.after_request(add_request_id)
@@ -53,6 +57,7 @@ def init_app(app: Flask, settings: Settings | None = None, *, backend: Backend |
         max_queue_depth=settings.max_queue_depth,
         warmup=settings.warmup_on_start,
         idle_unload_minutes=settings.idle_unload_minutes,
+        slow_reader_seconds=settings.slow_reader_seconds,
         advise=lambda exc: describe_startup_failure(exc, settings),
     )
     catalogue = VoiceCatalogue(backend.voices(), settings.default_voice)

@@ -31,6 +31,10 @@ class Settings:
     log_level: str = "INFO"
     threads: int = 8  # waitress worker threads: streaming responses each hold one
     max_websockets: int = 16  # open WebSocket connections (each holds its own threads, not a worker)
+    # With API_KEY, sockets whose key comes in the first message wait apart from MAX_WEBSOCKETS,
+    # so silent keyless sockets cannot lock out clients that have the key.
+    max_pending_websockets: int = 8  # sockets still to show their key (a real client shows it at once)
+    ws_first_message_seconds: float = 10.0  # how long such a socket may take to send the key
     api_key: str | None = None  # when set, required on every route but /health
     # Browsers: a page on another origin may use the API only if listed here (CORS).
     cors_origins: tuple[str, ...] = ()
@@ -40,6 +44,11 @@ class Settings:
     public_url: str | None = None  # how clients reach the server (preview_url); default: the bound address
     allow_remote_without_key: bool = False  # bind beyond loopback with no API_KEY: refused unless true
     max_body_bytes: int = 2 * 1024 * 1024  # JSON request bodies; voice uploads have their own limits
+    # Connections (a streaming server holds one per reply in progress; README: "Exposure").
+    connection_limit: int = 1000  # open HTTP connections; past it new ones wait in the backlog (needs file descriptors)
+    header_timeout_seconds: float = 10.0  # a request's headers must arrive within this of its first byte (slowloris)
+    idle_timeout_seconds: int = 75  # a kept-alive connection with no request; above nginx's upstream keepalive (60 s)
+    max_connections_per_client: int = 0  # per client address; 0: no limit (behind a proxy every client is the proxy)
 
     # Model
     backend: str = "auto"  # auto, or a name in backends.registry.REGISTRY
@@ -68,6 +77,10 @@ class Settings:
     stream_buffer_frames: int = 1  # frames generated before the first audio leaves
     max_sentence_seconds: float = 90.0  # CSM: the longest one sentence may speak (a model that does not stop is cut)
     stream_chunk_size: int = 4096  # bytes per chunk on the wire (at most)
+    # WebSockets: text waiting to be spoken (buffered or queued), so one socket cannot queue hours of speech
+    ws_max_context_chars: int = 20_000  # per context (~20 min of speech); past it: error, close 1008
+    ws_max_socket_chars: int = 60_000  # per socket, all its contexts together
+    slow_reader_seconds: float = 10.0  # a client that leaves audio unread this long: its job is cut, its socket closed
 
     # Conversation memory
     context_enabled: bool = True
@@ -123,12 +136,22 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         log_level=env.str("LOG_LEVEL", d.log_level, validate=OneOf(_LEVELS + tuple(x.lower() for x in _LEVELS))),
         threads=env.int("THREADS", d.threads, validate=Range(min=1, max=256)),
         max_websockets=env.int("MAX_WEBSOCKETS", d.max_websockets, validate=Range(min=0, max=1024)),
+        max_pending_websockets=env.int("MAX_PENDING_WEBSOCKETS", d.max_pending_websockets,
+                                       validate=Range(min=0, max=1024)),
+        ws_first_message_seconds=env.float("WS_FIRST_MESSAGE_SECONDS", d.ws_first_message_seconds,
+                                           validate=Range(min=0.5, max=180)),
         api_key=env.str("API_KEY", None) or None,
         cors_origins=env.list("CORS_ORIGINS", []),
         allowed_hosts=env.list("ALLOWED_HOSTS", []),
         public_url=env.str("PUBLIC_URL", None) or None,
         allow_remote_without_key=env.bool("ALLOW_REMOTE_WITHOUT_KEY", d.allow_remote_without_key),
         max_body_bytes=env.int("MAX_BODY_BYTES", d.max_body_bytes, validate=Range(min=1024, max=1 << 30)),
+        connection_limit=env.int("CONNECTION_LIMIT", d.connection_limit, validate=Range(min=8, max=100_000)),
+        header_timeout_seconds=env.float("HEADER_TIMEOUT_SECONDS", d.header_timeout_seconds,
+                                         validate=Range(min=0.1, max=3600)),
+        idle_timeout_seconds=env.int("IDLE_TIMEOUT_SECONDS", d.idle_timeout_seconds, validate=Range(min=1, max=86400)),
+        max_connections_per_client=env.int("MAX_CONNECTIONS_PER_CLIENT", d.max_connections_per_client,
+                                           validate=Range(min=0, max=100_000)),
         backend=env.str("BACKEND", d.backend, validate=OneOf(BACKEND_CHOICES)),
         model_id=env.str("MODEL_ID", d.model_id),
         torch_model_id=env.str("TORCH_MODEL_ID", d.torch_model_id),
@@ -150,6 +173,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         emoji=env.str("EMOJI", d.emoji, validate=OneOf(("drop", "describe"))),
         stream_buffer_frames=env.int("STREAM_BUFFER_FRAMES", d.stream_buffer_frames, validate=Range(min=1, max=100)),
         stream_chunk_size=env.int("STREAM_CHUNK_SIZE", d.stream_chunk_size, validate=Range(min=256, max=1 << 20)),
+        ws_max_context_chars=env.int("WS_MAX_CONTEXT_CHARS", d.ws_max_context_chars,
+                                     validate=Range(min=1, max=10_000_000)),
+        ws_max_socket_chars=env.int("WS_MAX_SOCKET_CHARS", d.ws_max_socket_chars,
+                                    validate=Range(min=1, max=10_000_000)),
+        slow_reader_seconds=env.float("SLOW_READER_SECONDS", d.slow_reader_seconds, validate=Range(min=0.1, max=600)),
         context_enabled=env.bool("CONTEXT_ENABLED", d.context_enabled),
         context_max_turns=env.int("CONTEXT_MAX_TURNS", d.context_max_turns, validate=Range(min=0, max=1000)),
         context_max_seconds=env.float("CONTEXT_MAX_SECONDS", d.context_max_seconds, validate=Range(min=0)),

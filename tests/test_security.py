@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 
 import pytest
 import requests
@@ -100,11 +101,77 @@ def test_an_oversized_chunked_body_is_refused_while_reading(server):
     openai_error(response, 413)
 
 
-def test_a_giant_declared_body_is_refused_before_it_is_sent(server):
+def exchange(server, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """Send `head` and `body` while reading: a refusal may come before the body is sent (and
+    the sender then meets a closed connection). The answer's status and JSON body."""
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        def send() -> None:
+            try:
+                sock.sendall(head + body)
+            except OSError:
+                pass  # refused early: the rest is not wanted
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sock.settimeout(10)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                status_line, _, rest = answer.partition(b"\r\n")
+                headers, found, content = rest.partition(b"\r\n\r\n")
+                length = [int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")]
+                if found and length and len(content) >= length[0]:
+                    break
+        except ConnectionResetError:
+            pass
+    assert found, f"no whole answer: {answer[:300]!r}"
+    return int(status_line.split()[1]), json.loads(content)
+
+
+def test_a_giant_declared_body_is_refused_before_it_is_sent_in_the_dialects_shape(server):
+    """Past waitress's own limit its plain-text 413 used to answer ('exceeds max_body')."""
+    for route in ("/v1/audio/speech", TTS_ROUTES[0]):
+        head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {200 * 1024 * 1024}\r\n\r\n").encode()
+        status, body = exchange(server, head)  # no body follows: the answer comes anyway
+        assert status == 413
+        if route.startswith("/v1/audio"):
+            assert body["error"]["code"] == "payload_too_large"
+        else:
+            assert body["detail"]["status"] == "payload_too_large"
+
+
+def test_a_body_over_its_routes_limit_is_refused_before_it_is_sent(server):
+    """The route's own limit (MAX_BODY_BYTES) answers at once: the server never buffers the body."""
     head = (f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {200 * 1024 * 1024}\r\n\r\n").encode()
-    answer = raw(server, head)  # no body follows: the answer comes anyway
-    assert answer.startswith(b"HTTP/1.1 413")
+            f"Content-Length: {1024 * 1024}\r\n\r\n").encode()
+    status, body = exchange(server, head, b"{" * 1000)  # the rest never comes
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_before_it_ends(server):
+    head = (b"POST /v1/text-to-speech/fake_voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * 8192
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(16))  # 128 KB, never terminated
+    status, answer = exchange(server, head, body)
+    assert status == 413 and answer["detail"]["status"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("size", [100 * 1024, 300 * 1024])
+def test_huge_headers_get_431_in_the_dialects_shape(server, size):
+    """Below waitress's 256 KB the app used to take any header; past it waitress answered plain text."""
+    for route, dialect in (("/v1/audio/speech", "openai"), ("/v1/voices", "elevenlabs")):
+        head = (f"GET {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {'a' * size}\r\n\r\n").encode()
+        status, body = exchange(server, head)
+        assert status == 431
+        if dialect == "openai":
+            assert body["error"]["code"] == "headers_too_large"
+        else:
+            assert body["detail"]["status"] == "headers_too_large"
+    assert requests.get(f"{server.url}/health").status_code == 200
 
 
 # -- 3. web pages in the user's browser ----------------------------------------------------------
@@ -188,6 +255,38 @@ def test_with_a_key_every_route_but_health_wants_it(tmp_path):
         assert requests.get(f"{locked.url}/v1/audio/voices", headers={"Authorization": "Basic !!"}).status_code == 401
 
 
+@pytest.mark.parametrize("head, status, code", [
+    (b"GET /v1/voices HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n", 400, "malformed_request"),
+    (b"POST /v1/voices/add HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented"),
+    (b"POST /v1/text-to-speech/fake_voice HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\n", 400, "malformed_request")])
+def test_a_malformed_request_is_refused_in_the_dialects_shape(server, head, status, code):
+    """waitress answered these in plain text."""
+    answer_status, body = exchange(server, head)
+    assert answer_status == status and body["detail"]["status"] == code
+
+
+@pytest.mark.parametrize("path, dialect", [("/v1/no-such-route", "openai"), ("/v1/audio/nothing", "openai"),
+                                          ("/v1/voices/fake_voice/nothing", "elevenlabs"), ("/v2/nothing", "openai")])
+def test_with_a_key_an_unknown_route_asks_for_the_key_before_saying_it_is_unknown(tmp_path, path, dialect):
+    """Route discovery without the key: a 404 told a keyless caller which routes exist."""
+    settings = piper_settings(tmp_path, api_key="s3cret", warmup_on_start=False)
+    with live_server(settings, backend=FakeBackend(frames=2)) as locked:
+        for method in (requests.get, requests.post):
+            keyless = method(locked.url + path)
+            keyed = method(locked.url + path, headers={"Authorization": "Bearer s3cret"})
+            if dialect == "openai":
+                assert openai_error(keyless, 401)["code"] == "invalid_api_key"
+                openai_error(keyed, 404)
+            else:
+                assert elevenlabs_detail(keyless, 401)["status"] == "invalid_api_key"
+                assert elevenlabs_detail(keyed, 404)["status"]
+        # A known route with a method it does not take: also the key first.
+        assert openai_error(requests.delete(f"{locked.url}/v1/audio/speech"), 401)["code"] == "invalid_api_key"
+        assert requests.delete(f"{locked.url}/v1/audio/speech",
+                               headers={"Authorization": "Bearer s3cret"}).status_code == 405
+
+
 def test_serving_beyond_loopback_without_a_key_is_refused(tmp_path):
     import os
     import subprocess
@@ -198,6 +297,19 @@ def test_serving_beyond_loopback_without_a_key_is_refused(tmp_path):
                            "--backend", "piper", "--host", "0.0.0.0", "--port", "0"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "API_KEY" in done.stderr and "ALLOW_REMOTE_WITHOUT_KEY" in done.stderr
+
+
+def test_a_page_token_past_the_end_is_an_empty_page_and_garbage_is_422(server):
+    everything = requests.get(f"{server.url}/v2/voices", params={"page_size": 100}).json()
+    total = everything["total_count"]
+    for token in (str(total), str(total + 5), "2000000"):
+        page = requests.get(f"{server.url}/v2/voices", params={"next_page_token": token})
+        assert page.status_code == 200, page.text
+        assert page.json()["voices"] == [] and page.json()["has_more"] is False
+        assert page.json()["next_page_token"] is None and page.json()["total_count"] == total
+    for garbage in ("abc", "-1", "1.5"):
+        [detail] = elevenlabs_detail(requests.get(f"{server.url}/v2/voices", params={"next_page_token": garbage}), 422)
+        assert detail["loc"] == ["query", "next_page_token"]
 
 
 def test_nothing_here_hurt_the_server(server):

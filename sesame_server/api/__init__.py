@@ -52,10 +52,12 @@ def speech_blueprint(record: RequestObserver, *, ops_routes: bool = False) -> Bl
 
 
 def _enter() -> Response | None:
-    """Every guard, in order, before any work: Host, Origin (CORS), key, body size."""
+    """Every guard, in order, before any work: what the connection refused, Host, Origin
+    (CORS), key, body size."""
     note_request(dialect=dialect.decide())
     settings = runtime().settings
     endpoint = request.endpoint or ""
+    guard.check_request_shape()
     guard.check_host(settings)
     g.sesame_cors_origin = guard.check_origin(settings)
     answer = guard.preflight(g.sesame_cors_origin)
@@ -71,6 +73,18 @@ def _enter() -> Response | None:
         raise APIError(503, "This server is shutting down; retry the request (another server will take it).",
                        code="draining", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return None
+
+
+def guard_unmatched() -> None:
+    """The same guards for a request no route matched (the standalone server's 404/405), so
+    a caller without the key learns nothing about which routes exist."""
+    if request.routing_exception is None or isinstance(request.routing_exception, WebsocketMismatch):
+        return  # a route (a WebSocket one asked without Upgrade: its 426): its blueprint's _enter guards it
+    settings = runtime().settings
+    guard.check_request_shape()
+    guard.check_host(settings)
+    guard.check_origin(settings)
+    guard.check_key(settings, browser_page=False)
 
 
 def _cors(response: Response) -> Response:

@@ -19,13 +19,30 @@ from flask import Response, request
 
 from sesame_server.api.errors import APIError
 from sesame_server.config import Settings, is_loopback
+from sesame_server.connections import REFUSED, Refusal
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 UPLOAD_ROUTES = frozenset({"add_voice"})  # multipart: their own, larger limit
 MAX_UPLOAD_REQUEST_BYTES = 64 * 1024 * 1024  # all files and fields of one voice upload
+# The request line and headers together: far above what any client sends (browsers cap a
+# site's cookies near 4 KB each), a quarter of waitress's default. Enforced by connections.py.
+MAX_HEADER_BYTES = 64 * 1024
 CORS_HEADERS = "Authorization, Content-Type, xi-api-key, X-Session-Id"
 EXPOSED_HEADERS = ("x-request-id, request-id, X-Context-Turns, X-Prefill-Tokens, character-cost, "
                    "x-character-count, history-item-id, Retry-After")
+
+
+def check_request_shape() -> None:
+    """What the connection refused before the app saw the request (connections.py): headers
+    too large or malformed. Nothing else in such a request can be read, so this comes first."""
+    refusal: Refusal | None = request.environ.get(REFUSED)
+    if refusal is None or refusal.status == 413:  # a body too large: the key comes first (limit_body)
+        return
+    if refusal.status == 431:
+        raise APIError(431, f"The request's line and headers are over {MAX_HEADER_BYTES} bytes together.",
+                       code="headers_too_large")
+    raise APIError(refusal.status, f"Malformed HTTP request: {refusal.reason}.",
+                   code="not_implemented" if refusal.status == 501 else "malformed_request")
 
 
 def check_host(settings: Settings) -> None:
@@ -124,10 +141,20 @@ def check_key(settings: Settings, *, browser_page: bool) -> None:
                    code="invalid_api_key", headers={"WWW-Authenticate": challenge})
 
 
+def body_limit(settings: Settings, endpoint: str) -> int:
+    """The most bytes a body may have on the route `endpoint` (its name without blueprints)."""
+    return MAX_UPLOAD_REQUEST_BYTES if endpoint in UPLOAD_ROUTES else settings.max_body_bytes
+
+
 def limit_body(settings: Settings, endpoint: str) -> None:
     """Refuse an oversized body before reading it; cap what a chunked body may grow to."""
-    limit = MAX_UPLOAD_REQUEST_BYTES if endpoint in UPLOAD_ROUTES else settings.max_body_bytes
+    limit = body_limit(settings, endpoint)
     request.max_content_length = limit  # werkzeug: 413 as soon as a chunked body passes it
+    what = "voice uploads" if endpoint in UPLOAD_ROUTES else "MAX_BODY_BYTES"
+    refusal: Refusal | None = request.environ.get(REFUSED)
+    if refusal is not None and refusal.status == 413:  # the connection stopped reading it there
+        raise APIError(413, f"The request body is over the limit of {limit} bytes ({what}).",
+                       code="payload_too_large")
     if request.content_length is not None and request.content_length > limit:
         raise APIError(413, f"The request body is {request.content_length} bytes; the limit is {limit} "
-                            "(MAX_BODY_BYTES).", code="payload_too_large")
+                            f"({what}).", code="payload_too_large")

@@ -77,7 +77,7 @@ def get_all() -> Response:
 def search() -> Response:
     args = request.args
     page_size = _query_int("page_size", "10", 1, 100)
-    offset = _query_int("next_page_token", "0", 0, 1_000_000)
+    offset = _query_int("next_page_token", "0", 0, None)  # past the end: an empty page, as after the last one
     voices = list(runtime().catalogue)
     term = (args.get("search") or "").strip().lower()
     if term:
@@ -98,15 +98,16 @@ def search() -> Response:
                     "next_page_token": str(offset + page_size) if has_more else None})
 
 
-def _query_int(name: str, default: str, low: int, high: int) -> int:
+def _query_int(name: str, default: str, low: int, high: int | None) -> int:
     raw = request.args.get(name) or default
     try:
         value = int(raw)
-    except ValueError:
+    except ValueError:  # also a number of more than 4300 digits
         value, kind, message = None, "int_parsing", f"{name} must be an integer."
     else:
-        kind, message = "value_error", f"{name} must be between {low} and {high}."
-    if value is None or not low <= value <= high:
+        kind = "value_error"
+        message = f"{name} must be at least {low}." if high is None else f"{name} must be between {low} and {high}."
+    if value is None or value < low or (high is not None and value > high):
         raise APIError(422, message, param=name, code=kind,
                        details=[{"loc": ["query", name], "msg": message, "type": kind}])
     return value
