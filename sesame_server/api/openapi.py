@@ -65,7 +65,7 @@ _NOTES = {
     415: "The body is not application/json.",
     429: "The queue is full: retry after Retry-After seconds.",
     500: "Generation failed.",
-    503: "Busy, or the model is unavailable (WebSockets: MAX_WEBSOCKETS are open).",
+    503: "Busy, or the model is unavailable (WebSockets: MAX_WEBSOCKETS are open, or MAX_PENDING_WEBSOCKETS sockets still to show their key).",
     426: "A WebSocket endpoint asked without Upgrade: websocket.",
     501: "WebSockets need the server `sesame-tts serve` runs (this WSGI server cannot hand connections over).",
 }
