@@ -278,3 +278,42 @@ def test_context_codes_the_model_cannot_read_are_left_out(tmp_path):
              ContextTurn("Fine.", speaker=0, codes=np.full((32, 3), 5), turn_id="d"))
     blocks, generation = speak(backend, make_request("And now this.", context=turns))
     assert len(blocks) == FRAMES and generation.context_turns == 1  # only the turn it can read
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_cloned_voice_in_memory_reads_nothing_from_its_folder(tmp_path, name):
+    """Once its prompt is in memory, a cloned voice's requests never touch its folder: a share
+    that hangs afterwards (a FIFO standing in for it) cannot block the inference thread."""
+    import os
+    import threading
+
+    import soundfile
+
+    from sesame_server.backends.csm.random_weights import random_voice_prompt
+    from sesame_server.engine.request import ReferenceVoice
+
+    wav = tmp_path / "mine.wav"
+    soundfile.write(str(wav), random_voice_prompt(1.0, seed=9), 24_000, subtype="PCM_16")
+    reference = ReferenceVoice(voice_id="mine", audio_path=str(wav), transcript="Hello there.")
+    first_done, share_hung, spoken, encodes = threading.Event(), threading.Event(), [], []
+
+    def inference_thread() -> None:  # MLX streams are per thread: one thread does it all, as the engine's
+        backend = backend_for(name, tiny_settings_for(name, tmp_path), max_frames_per_sentence=FRAMES)
+        speak(backend, make_request("In my voice.", voice="mine", reference=reference))
+        first_done.set()
+        share_hung.wait(30)
+        spoken.append(speak(backend, make_request("Again.", voice="mine", reference=reference))[0])
+        encodes.append(backend.mimi_encodes)
+
+    worker = threading.Thread(target=inference_thread, daemon=True)
+    worker.start()
+    assert first_done.wait(120)
+    wav.unlink()
+    os.mkfifo(wav)  # reading it blocks until a writer comes: a hung share
+    share_hung.set()
+    worker.join(20)
+    if worker.is_alive():  # let the blocked read go before failing
+        with open(os.open(wav, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+    assert spoken and len(spoken[0]) > 0
+    assert encodes == [1]

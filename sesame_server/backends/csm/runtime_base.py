@@ -36,6 +36,11 @@ class PrefixRuntime:
 
     def voice_prompt(self, voice_id: str, reference: ReferenceVoice | None = None) -> VoicePrompt:
         """A built-in voice's prompt, or a cloned voice's made from its reference recording."""
+        # A prompt in memory first: a cloned voice's source reads its whole recording (for the
+        # cache key), which is only needed to encode or find its codes, once per voice.
+        prompt = self.voices.cached(voice_id)
+        if prompt is not None:
+            return prompt
         with self._on_device():
             return self.voices.get(voice_id, None if reference is None else reference_prompt_source(reference))
 

@@ -197,6 +197,10 @@ class VoicePromptStore:
             self._prompts[voice_id] = prompt
         return prompt
 
+    def cached(self, voice_id: str) -> VoicePrompt | None:
+        """The prompt already in memory, if any: no disk is read for it."""
+        return self._prompts.get(voice_id)
+
     def forget(self, voice_id: str) -> None:
         """Drop a deleted voice's codes from memory (on disk they went with its folder)."""
         self._prompts.pop(voice_id, None)
