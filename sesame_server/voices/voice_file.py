@@ -2,8 +2,8 @@
 never trusted.
 
 - Where: a file must resolve inside VOICES_DIR (a symlink out of it is refused) and be a
-  regular file. voice.json is opened O_NONBLOCK and checked with fstat, so a FIFO or a
-  device in its place is refused at once instead of blocking the reader.
+  regular file. voice.json is read by engine.stored.read_stored (non-blocking, fstat), so a
+  FIFO or a device in its place is refused at once instead of blocking the reader.
 - How much: voice.json is at most MAX_VOICE_FILE_BYTES, known from fstat before any read.
 - What: the VoiceFile schema, every field's type strict and its length bounded by what an
   upload may hold (api/elevenlabs/cloning.py), so a node that wrote junk costs only that voice.
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sesame_server.engine.stored import UnsafeFile, read_stored
 
 VOICE_FILE = "voice.json"
 REFERENCE_FILE = "reference.wav"
@@ -40,26 +42,12 @@ class VoiceFile(BaseModel):
     seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0
 
 
-class UnsafeFile(ValueError):
-    """A stored file we will not read (where it points, what it is, how big); the message is
-    the reason /health shows, with no server path in it."""
-
-
 def read_voice_file(folder: Path, root: Path) -> VoiceFile:
     """voice.json of the voice in `folder` (under VOICES_DIR `root`), checked; UnsafeFile,
     ValidationError (both ValueErrors) or OSError when it cannot be used."""
     path = folder / VOICE_FILE
     _check_inside(path, root)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeFile(f"{VOICE_FILE} is not a regular file")
-        if info.st_size > MAX_VOICE_FILE_BYTES:
-            raise UnsafeFile(f"{VOICE_FILE} is larger than {MAX_VOICE_FILE_BYTES // 1024} KiB")
-        data = _read_at_most(fd, MAX_VOICE_FILE_BYTES)
-    finally:
-        os.close(fd)
+    data = read_stored(path, MAX_VOICE_FILE_BYTES)
     return VoiceFile.model_validate_json(data)
 
 
@@ -87,16 +75,3 @@ def _check_inside(path: Path, root: Path) -> None:
     real, home = os.path.realpath(path), os.path.realpath(root)
     if os.path.commonpath([real, home]) != home:
         raise UnsafeFile(f"{path.name} links outside VOICES_DIR")
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    """Up to `limit` bytes; a file that grew past it since fstat is refused, not cut."""
-    chunks, total = [], 0
-    while True:
-        chunk = os.read(fd, limit + 1 - total)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise UnsafeFile(f"{VOICE_FILE} is larger than {limit // 1024} KiB")

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import secrets
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from sesame_server.audio.units import SAMPLE_RATE
 from sesame_server.backends.base import BackendError, Voice, VoiceUnavailable
 from sesame_server.engine.codes import checked_codes
 from sesame_server.engine.request import ReferenceVoice
+from sesame_server.engine.stored import read_stored
 
 from . import hub
 
@@ -249,12 +249,8 @@ class VoicePromptStore:
 def read_codes(path: Path) -> tuple[np.ndarray, str]:
     """(codes, transcript) as write_codes stored them; raises for anything else. Opened
     without blocking, so a FIFO in its place is refused rather than waited on."""
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
-        found = os.fstat(file.fileno())
-        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_CACHE_BYTES:
-            raise ValueError(f"not a codes file ({stat.filemode(found.st_mode)}, {found.st_size} bytes)")
-        with zipfile.ZipFile(file) as archive:
-            return _npy(archive, "codes.npy"), str(_npy(archive, "text.npy"))
+    with zipfile.ZipFile(io.BytesIO(read_stored(path, MAX_CACHE_BYTES))) as archive:
+        return _npy(archive, "codes.npy"), str(_npy(archive, "text.npy"))
 
 
 def _npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
